@@ -1,0 +1,237 @@
+"""The command line: parse, call one function per command, render. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from colabtunnel import __version__, output
+from colabtunnel.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_RUNTIME, ColabtunnelError
+
+app = typer.Typer(
+    name="colabtunnel",
+    help="Google Colab's notebook UI on a GPU you reach over SSH.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+T = TypeVar("T")
+_debug = False
+
+ProfileArg = Annotated[str, typer.Argument(help="Profile name from profiles.toml, or `local`.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _run(fn: Callable[[], T], *, json_command: str | None = None) -> T:
+    """Call a command; turn the tool's own errors into `error:`/`hint:` lines and exit codes."""
+    try:
+        return fn()
+    except ColabtunnelError as exc:
+        if json_command:
+            output.emit_json(
+                json_command, ok=False, error={"message": exc.message, "hint": exc.hint}
+            )
+        output.error(exc.message, exc.hint)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if _debug:
+            raise
+        from colabtunnel.redact import mask
+
+        output.error(
+            f"internal error: {mask(repr(exc))}", "run again with --debug for the traceback"
+        )
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"colabtunnel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More log output.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    if verbose or debug:
+        from colabtunnel.logs import setup_console_logging
+
+        setup_console_logging(verbose=True)
+
+
+@app.command()
+def up(
+    profile: ProfileArg,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Stay attached; Ctrl-C tears down.")
+    ] = False,
+    accept_new: Annotated[
+        bool, typer.Option("--accept-new", help="Trust an unknown host key (never a changed one).")
+    ] = False,
+    local_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Local port.")] = None,
+    remote_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port on the host.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for Jupyter.")] = 120.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start (or re-attach to) Jupyter on the host, forward it, check it, print the URL."""
+    from colabtunnel.commands import up as cmd
+
+    progress = output.Progress()
+    kwargs: dict[str, Any] = dict(
+        accept_new=accept_new, timeout=timeout, local_port=local_port, remote_port=remote_port
+    )
+    if foreground:
+
+        def ready(record: Any) -> None:
+            _render_up(record, reused=False, json_out=json_out)
+            progress.step(
+                "running in the foreground; Ctrl-C stops the tunnel and the remote Jupyter"
+            )
+
+        _run(
+            lambda: cmd.up_foreground(profile, progress, ready, **kwargs),
+            json_command="up" if json_out else None,
+        )
+        return
+    result = _run(
+        lambda: cmd.up(profile, progress, **kwargs), json_command="up" if json_out else None
+    )
+    _render_up(result.record, reused=result.reused, json_out=json_out)
+
+
+def _render_up(record: Any, *, reused: bool, json_out: bool) -> None:
+    if json_out:
+        output.emit_json("up", ok=True, reused=reused, tunnel=record.public())
+        return
+    if reused:
+        print(
+            f"{record.profile} is already up (since {output.duration(_age(record))} ago):",
+            file=sys.stderr,
+        )
+    print(record.url)
+    for line in output.BROWSER_STEPS:
+        print(f"  → {line}", file=sys.stderr)
+    if not record.foreground:
+        print(f"  stop it with: colabtunnel down {record.profile}", file=sys.stderr)
+
+
+def _age(record: Any) -> float:
+    import time
+
+    return time.time() - record.started_at
+
+
+@app.command()
+def down(
+    profiles: Annotated[
+        list[str] | None, typer.Argument(help="Profiles to stop; none = all.")
+    ] = None,
+) -> None:
+    """Stop the tunnel(s) and the remote Jupyter."""
+    from colabtunnel.commands import down as cmd
+
+    results = _run(lambda: cmd.down(profiles or [], output.Progress()))
+    if not any(r.was_up for r in results):
+        print("nothing was running", file=sys.stderr)
+    for result in results:
+        if result.was_up:
+            print(f"stopped {result.profile}", file=sys.stderr)
+        if result.warning:
+            print(f"warning: {result.warning}", file=sys.stderr)
+
+
+@app.command()
+def status(
+    profile: Annotated[str | None, typer.Argument(help="Only this profile.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Active tunnels: URL, ports, host, uptime, health."""
+    from colabtunnel.commands import status as cmd
+
+    records = _run(lambda: cmd.status(profile), json_command="status" if json_out else None)
+    if json_out:
+        output.emit_json("status", ok=True, tunnels=[r.public() for r in records])
+        return
+    if not records:
+        print("no tunnels are up", file=sys.stderr)
+        return
+    print(f"{'PROFILE':<14} {'HEALTH':<13} {'UPTIME':>7}  {'LOCAL':>5} {'REMOTE':>6}  HOST / URL")
+    for r in records:
+        print(
+            f"{r.profile:<14} {r.health:<13} {output.duration(_age(r)):>7}  "
+            f"{r.local_port:>5} {r.remote_port:>6}  {r.host}"
+        )
+        print(f"{'':<14} {r.url}")
+
+
+@app.command()
+def url(profile: ProfileArg) -> None:
+    """Print only the URL."""
+    from colabtunnel.commands import url as cmd
+
+    print(_run(lambda: cmd.url(profile)))
+
+
+@app.command()
+def trust(
+    profile: ProfileArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Fetch the host key, show its fingerprint, ask, add it to known_hosts."""
+    from colabtunnel.commands import trust as cmd
+
+    def confirm(question: str) -> bool:
+        if yes:
+            print(question + " yes (--yes)", file=sys.stderr)
+            return True
+        if not sys.stdin.isatty():
+            raise ColabtunnelError(
+                "not a terminal: cannot ask", hint="pass --yes to trust without asking"
+            )
+        return typer.confirm(question, default=False)
+
+    result = _run(lambda: cmd.trust(profile, confirm))
+    if result.already_known:
+        print(f"{result.name} is already trusted ({result.key_type} {result.fingerprint})")
+    elif result.added:
+        print(
+            f"added {result.name} ({result.key_type} {result.fingerprint}) to {result.known_hosts}"
+        )
+    else:
+        print("not trusted; nothing changed", file=sys.stderr)
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command("_keeper", hidden=True)
+def _keeper() -> None:
+    """Internal: the background keeper (started by `up`)."""
+    from colabtunnel import keeper
+
+    raise typer.Exit(keeper.main())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["EXIT_CONFIG", "app", "main"]

@@ -1,0 +1,1 @@
+"""One module per command. Each takes typed arguments and returns data; cli.py renders it."""

@@ -1,0 +1,132 @@
+"""Jupyter flavours and the flags each one honours: a table, not branches.
+
+Notebook 6 (classic) reads only `--NotebookApp.*`; the jupyter_server family reads `--ServerApp.*`.
+A flag with the wrong prefix is silently ignored, which is how hand-made Colab set-ups break, so the
+prefix comes from this table and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from colabtunnel.errors import ColabtunnelError, ConfigError
+
+COLAB_ORIGIN = "https://colab.research.google.com"
+# Chrome builds that still send Private Network Access preflights want this header on every answer.
+EXTRA_HEADERS = {"Access-Control-Allow-Private-Network": "true"}
+
+
+@dataclass(frozen=True)
+class Flavour:
+    key: str  # stable id used in state, JSON output and tests
+    label: str  # what the user reads
+    subcommand: str  # `jupyter <subcommand>`
+    prefix: str  # the traitlets class that owns the server settings
+    package: str  # the package whose version identifies the flavour
+    min_version: tuple[int, ...]
+    max_version: tuple[int, ...] | None  # exclusive
+    app: str  # the profile `app` value that selects this flavour
+
+
+FLAVOURS: tuple[Flavour, ...] = (
+    Flavour("notebook7", "Notebook 7", "notebook", "ServerApp", "notebook", (7,), None, "notebook"),
+    Flavour("lab", "JupyterLab", "lab", "ServerApp", "jupyterlab", (3,), None, "lab"),
+    Flavour(
+        "notebook6",
+        "Notebook 6 (classic)",
+        "notebook",
+        "NotebookApp",
+        "notebook",
+        (5, 7),
+        (7,),
+        "notebook",
+    ),
+    Flavour(
+        "server",
+        "jupyter_server (bare)",
+        "server",
+        "ServerApp",
+        "jupyter_server",
+        (1, 8),
+        None,
+        "server",
+    ),
+)
+# `app = "auto"` takes the first installed flavour in this order: the full UIs first, so the same URL
+# also opens in a browser, bare jupyter_server last.
+AUTO_ORDER = ("notebook7", "lab", "notebook6", "server")
+
+INSTALL_HINT = (
+    "on the host, in the environment `activate` selects: pip install 'notebook>=7' ipykernel"
+)
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    parts: list[int] = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or None
+
+
+def _fits(flavour: Flavour, versions: dict[str, str | None]) -> bool:
+    version = parse_version(versions.get(flavour.package))
+    if version is None or version < flavour.min_version:
+        return False
+    return flavour.max_version is None or version < flavour.max_version
+
+
+def by_key(key: str) -> Flavour:
+    return next(f for f in FLAVOURS if f.key == key)
+
+
+def choose(app: str, versions: dict[str, str | None]) -> Flavour:
+    """Pick the flavour for profile `app` given the package versions found on the host."""
+    if app == "auto":
+        for key in AUTO_ORDER:
+            if _fits(by_key(key), versions):
+                return by_key(key)
+        raise ColabtunnelError(
+            "no usable Jupyter on the host (found: " + _describe(versions) + ")",
+            hint=INSTALL_HINT,
+        )
+    candidates = [f for f in FLAVOURS if f.app == app]
+    if not candidates:
+        raise ConfigError(f"unknown app {app!r}", hint="use auto, notebook, lab or server")
+    for flavour in candidates:
+        if _fits(flavour, versions):
+            return flavour
+    need = " or ".join(f"{f.package}>={'.'.join(map(str, f.min_version))}" for f in candidates)
+    raise ColabtunnelError(
+        f"app = {app!r} needs {need} on the host (found: {_describe(versions)})",
+        hint=f"on the host: pip install '{candidates[0].package}', or set app = \"auto\"",
+    )
+
+
+def _describe(versions: dict[str, str | None]) -> str:
+    found = [f"{name} {ver}" for name, ver in sorted(versions.items()) if ver]
+    return ", ".join(found) or "nothing"
+
+
+def server_args(flavour: Flavour, port: int, *, allow_root: bool) -> list[str]:
+    """The exact arguments after `jupyter` that make this flavour serve Colab."""
+    p = flavour.prefix
+    args = [
+        flavour.subcommand,
+        "--no-browser",
+        f"--{p}.ip=127.0.0.1",
+        f"--{p}.port={port}",
+        f"--{p}.port_retries=0",
+        f"--{p}.allow_origin={COLAB_ORIGIN}",
+        f"--{p}.allow_credentials=True",
+        f"--{p}.open_browser=False",
+        f"--{p}.tornado_settings=" + json.dumps({"headers": EXTRA_HEADERS}),
+    ]
+    if allow_root:
+        args.append("--allow-root")
+    return args

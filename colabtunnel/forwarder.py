@@ -1,0 +1,147 @@
+"""The local end of the tunnel: a listener on 127.0.0.1 whose connections ride SSH channels.
+
+Each accepted connection gets a channel from `open_channel` and one thread that pumps bytes both ways
+with select, honouring half-close (a client that shuts its write side still gets the whole answer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("colabtunnel")
+
+LISTEN_HOST = "127.0.0.1"  # never 0.0.0.0: the URL carries the token
+CHUNK = 256 * 1024
+
+ChannelOpener = Callable[[tuple[str, int]], Any]
+
+
+class PortBusy(OSError):
+    pass
+
+
+def bind_listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: refuse to share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((LISTEN_HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise PortBusy(exc.errno, f"127.0.0.1:{port} is in use") from exc
+    sock.listen(128)
+    return sock
+
+
+def port_is_free(port: int) -> bool:
+    try:
+        bind_listener(port).close()
+    except PortBusy:
+        return False
+    return True
+
+
+def pick_local_port(preferred: int | None, fallback_from: int = 8888, span: int = 100) -> int:
+    """`preferred` if given (free or not: the caller reports it), else 8888 or the next free port."""
+    if preferred is not None:
+        return preferred
+    for port in range(fallback_from, fallback_from + span):
+        if port_is_free(port):
+            return port
+    with contextlib.closing(bind_listener(0)) as sock:
+        return int(sock.getsockname()[1])
+
+
+class Forwarder:
+    def __init__(self, listener: socket.socket, open_channel: ChannelOpener) -> None:
+        self.listener = listener
+        self.open_channel = open_channel
+        self.port: int = listener.getsockname()[1]
+        self._stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept_loop, name="forwarder", daemon=True)
+
+    def start(self) -> Forwarder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+
+    @property
+    def active_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, peer = self.listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn, peer), name=f"fwd-{peer[1]}", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._conns.add(conn)
+        channel = None
+        try:
+            channel = self.open_channel(peer)
+            pump(conn, channel)
+        except Exception as exc:
+            log.warning("forwarded connection from port %d failed: %s", peer[1], exc)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    channel.close()
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def pump(sock: socket.socket, channel: Any) -> None:
+    """Copy both ways until both sides have finished sending. `channel` is a paramiko Channel
+    or a socket: both have recv/sendall/fileno and a way to half-close."""
+    open_in = {sock: True, channel: True}
+    peers = {sock: channel, channel: sock}
+    while any(open_in.values()):
+        readable, _, _ = select.select([s for s, live in open_in.items() if live], [], [], 60)
+        for src in readable:
+            data = src.recv(CHUNK)
+            dst = peers[src]
+            if data:
+                dst.sendall(data)
+                continue
+            open_in[src] = False
+            _shutdown_write(dst)
+
+
+def _shutdown_write(end: Any) -> None:
+    with contextlib.suppress(OSError, EOFError):
+        if isinstance(end, socket.socket):
+            end.shutdown(socket.SHUT_WR)
+        else:
+            end.shutdown_write()

@@ -1,0 +1,137 @@
+"""known_hosts: load it the way OpenSSH does, verify a server's key strictly, and append trusted keys.
+
+Lines paramiko cannot parse (`@cert-authority`, `@revoked`, unknown key types) are skipped one by one so
+they never break loading. Nothing here ever accepts a key silently: unknown and changed keys both raise.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colabtunnel.errors import ColabtunnelError
+
+if TYPE_CHECKING:
+    import paramiko
+
+log = logging.getLogger("colabtunnel")
+
+
+def host_entry_name(hostname: str, port: int) -> str:
+    """The name OpenSSH files a host under: `host` on port 22, `[host]:port` otherwise."""
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's `SHA256:...` fingerprint (base64, no padding)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+@dataclass
+class KnownHosts:
+    keys: paramiko.HostKeys
+    revoked: set[bytes]
+    files: tuple[Path, ...]
+
+    def lookup(self, name: str) -> dict[str, paramiko.PKey]:
+        found = self.keys.lookup(name)
+        return dict(found) if found is not None else {}
+
+
+def load(files: tuple[str, ...] | list[str]) -> KnownHosts:
+    import paramiko
+    from paramiko.hostkeys import HostKeyEntry
+
+    keys = paramiko.HostKeys()
+    revoked: set[bytes] = set()
+    paths = tuple(Path(f).expanduser() for f in files)
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            continue
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("@"):
+                _note_marker(line, revoked, path, lineno)
+                continue
+            try:
+                entry = HostKeyEntry.from_line(line, lineno)
+            except Exception as exc:
+                log.debug("%s:%d: skipped (%s)", path, lineno, exc)
+                continue
+            if entry is not None and entry.key is not None:
+                for name in entry.hostnames:
+                    keys.add(name, entry.key.get_name(), entry.key)
+    return KnownHosts(keys=keys, revoked=revoked, files=paths)
+
+
+def _note_marker(line: str, revoked: set[bytes], path: Path, lineno: int) -> None:
+    fields = line.split()
+    if fields[0] == "@revoked" and len(fields) >= 4:
+        with contextlib.suppress(ValueError):
+            revoked.add(base64.b64decode(fields[3]))
+    log.debug("%s:%d: %s line skipped", path, lineno, fields[0])
+
+
+class UnknownHostKey(ColabtunnelError):
+    def __init__(self, name: str, key: paramiko.PKey, profile: str) -> None:
+        super().__init__(
+            f"host key for {name} is not known ({key.get_name()} {fingerprint(key)})",
+            hint=f"check the fingerprint with the host's admin, then run `colabtunnel trust {profile}` "
+            f"(or `colabtunnel up {profile} --accept-new`)",
+        )
+        self.key = key
+
+
+class ChangedHostKey(ColabtunnelError):
+    def __init__(self, name: str, key: paramiko.PKey, files: tuple[Path, ...]) -> None:
+        where = ", ".join(str(f) for f in files)
+        super().__init__(
+            f"HOST KEY FOR {name} HAS CHANGED: the server now presents {key.get_name()} "
+            f"{fingerprint(key)}, which does not match known_hosts. Someone may be intercepting "
+            "the connection.",
+            hint=f"if the host was really reinstalled, remove its old line with "
+            f"`ssh-keygen -R '{name}'` ({where}) and trust it again; refusing to connect",
+        )
+
+
+def verify(known: KnownHosts, name: str, key: paramiko.PKey, profile: str) -> None:
+    """Accept `key` for `name` only if known_hosts holds exactly it. Raise otherwise."""
+    if key.asbytes() in known.revoked:
+        raise ColabtunnelError(
+            f"host key for {name} ({fingerprint(key)}) is marked @revoked in known_hosts",
+            hint="the host's administrator revoked this key; do not connect",
+        )
+    entries = known.lookup(name)
+    stored = entries.get(key.get_name())
+    if stored is not None and stored.asbytes() == key.asbytes():
+        return
+    if entries:
+        raise ChangedHostKey(name, key, known.files)
+    raise UnknownHostKey(name, key, profile)
+
+
+def append(path: Path, name: str, key: paramiko.PKey) -> None:
+    """Append `name keytype base64` to known_hosts (OpenSSH format), creating ~/.ssh 0700 if needed."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    line = f"{name} {key.get_name()} {key.get_base64()}\n"
+    needs_newline = (
+        path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(("\n" if needs_newline else "") + line)

@@ -1,0 +1,58 @@
+"""Where Jupyter runs: a host reached over SSH, or this machine for the `local` profile.
+
+Both run a bash script fed on stdin (so no secret ever sits in a command line) and return
+(exit code, stdout, stderr). Jupyter code above this layer does not know which one it talks to.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Protocol
+
+from colabtunnel.connection import Connection, RunResult
+from colabtunnel.errors import ColabtunnelError
+
+# A login shell, so PATH and `module`/conda set-up match what the user sees in an ssh session;
+# `-s` reads the script from stdin, so `ps` on the host shows only these words.
+SCRIPT_COMMAND = "bash -l -s"
+
+
+class Host(Protocol):
+    name: str
+    is_local: bool
+
+    def run_script(self, script: str, timeout: float) -> RunResult: ...
+
+
+class SSHHost:
+    is_local = False
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        self.connection = connection
+        self.name = name
+
+    def run_script(self, script: str, timeout: float) -> RunResult:
+        return self.connection.run(SCRIPT_COMMAND, stdin=script.encode(), timeout=timeout)
+
+
+class LocalHost:
+    is_local = True
+    name = "this machine"
+
+    def run_script(self, script: str, timeout: float) -> RunResult:
+        try:
+            done = subprocess.run(
+                ["bash", "-s"], input=script.encode(), capture_output=True, timeout=timeout
+            )
+        except FileNotFoundError as exc:
+            raise ColabtunnelError(
+                "bash is not installed on this machine",
+                hint="the local profile runs Jupyter through bash; install it",
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ColabtunnelError(f"local command did not finish within {timeout:.0f} s") from exc
+        return RunResult(
+            done.returncode,
+            done.stdout.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+        )

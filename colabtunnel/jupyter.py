@@ -1,0 +1,225 @@
+"""The Jupyter server on the host: inspect, start (or re-attach to), prove ready and locked, stop.
+
+Each operation is one script and one round trip. The token reaches Jupyter through the script on
+stdin as JUPYTER_TOKEN; it is never on a command line and never read back from Jupyter's banner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from colabtunnel import flavours, remote_scripts
+from colabtunnel.errors import ColabtunnelError
+from colabtunnel.flavours import Flavour
+from colabtunnel.hosts import Host
+from colabtunnel.profiles import Profile
+from colabtunnel.redact import mask, register
+from colabtunnel.remote_scripts import quote, render
+
+log = logging.getLogger("colabtunnel")
+
+INSPECT_TIMEOUT = 60.0
+STOP_GRACE_S = 10
+
+
+@dataclass(frozen=True)
+class Existing:
+    pid: int
+    port: int
+    alive: bool
+    answering: bool = False
+    token: str | None = None
+    flavour: str | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    python: str
+    versions: dict[str, str | None]
+    uid: int
+    user: str | None
+    run_dir: str
+    free_port: int
+    want_port_free: bool | None
+    existing: Existing | None
+    gpus: list[str] | None
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    port: int
+    token: str
+    flavour: str
+    reattached: bool
+    ready_s: float | None = None
+
+
+def _placeholders(profile: Profile) -> dict[str, str]:
+    return {
+        "profile": quote(profile.name),
+        "activate": profile.activate or ":",
+        "workdir": _shell_path(profile.workdir),
+        "jupyter": quote(profile.jupyter),
+    }
+
+
+def _shell_path(path: str | None) -> str:
+    """Quote a host path but keep `~` meaning the host user's home, as a user would expect."""
+    if not path or path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + quote(path[2:])
+    return quote(path)
+
+
+def _result(host: Host, script: str, timeout: float, what: str) -> tuple[dict[str, Any], str]:
+    done = host.run_script(script, timeout)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(remote_scripts.MARKER):
+            return json.loads(line[len(remote_scripts.MARKER) :]), done.stderr
+    raise ColabtunnelError(
+        f"{what} on {host.name} failed (exit {done.code}): {_tail(done.stderr or done.stdout)}",
+        hint="is bash installed on the host? run with --debug for the full output",
+    )
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    return mask("\n".join(text.strip().splitlines()[-lines:]))
+
+
+def _stage_error(stage: str, profile: Profile, output: str) -> ColabtunnelError:
+    """Turn a failed preamble stage into the user's fix."""
+    where = f"on {profile.host}" if not profile.is_local else "on this machine"
+    messages = {
+        "rundir": (
+            f"cannot create colabtunnel's run directory {where}",
+            "check that the home directory is writable and not full",
+        ),
+        "activate": (
+            f"the profile's `activate` line failed {where}:\n{_tail(output)}",
+            f"fix `activate` in profile {profile.name!r}; try it in an ssh session first",
+        ),
+        "workdir": (
+            f"workdir {profile.workdir!r} does not exist {where}",
+            f"create it, or fix `workdir` in profile {profile.name!r}",
+        ),
+        "jupyter-missing": (
+            f"{profile.jupyter!r} was not found {where} (after `activate`)",
+            flavours.INSTALL_HINT + ", or set `jupyter`/`activate` in the profile",
+        ),
+        "python-missing": (
+            f"no Python found for {profile.jupyter!r} {where}",
+            "install Python 3 and Jupyter on the host",
+        ),
+    }
+    message, hint = messages.get(stage, (f"host preparation failed at {stage!r}", None))
+    return ColabtunnelError(message, hint=hint)
+
+
+def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
+    script = render(remote_scripts.INSPECT, want_port=want_port or 0, **_placeholders(profile))
+    data, stderr = _result(host, script, INSPECT_TIMEOUT, "inspecting the host")
+    if not data.get("ok"):
+        raise _stage_error(data.get("stage", "?"), profile, stderr)
+    existing = data.get("existing")
+    if existing and existing.get("token"):
+        register(existing["token"])
+    return HostInfo(
+        python=data["python"],
+        versions=data["versions"],
+        uid=data["uid"],
+        user=data.get("user"),
+        run_dir=data["run_dir"],
+        free_port=data["free_port"],
+        want_port_free=data.get("want_port_free"),
+        existing=Existing(**existing) if existing else None,
+        gpus=data.get("gpus"),
+    )
+
+
+def reusable(info: HostInfo) -> RemoteServer | None:
+    """The server a previous `up` left running, if it is alive, answering and its token known."""
+    found = info.existing
+    if not (found and found.alive and found.answering and found.token):
+        return None
+    return RemoteServer(found.port, found.token, found.flavour or "?", reattached=True)
+
+
+def start(
+    host: Host,
+    profile: Profile,
+    info: HostInfo,
+    flavour: Flavour,
+    port: int,
+    token: str,
+    timeout: float,
+) -> RemoteServer:
+    args = flavours.server_args(flavour, port, allow_root=info.uid == 0) + list(
+        profile.jupyter_args
+    )
+    exports = [f"export {name}={quote(value)}" for name, value in profile.env.items()]
+    exports.append(f"export JUPYTER_TOKEN={quote(token)}")
+    script = render(
+        remote_scripts.START,
+        exports="\n".join(exports),
+        port=port,
+        flavour=quote(flavour.key),
+        args=" ".join(quote(a) for a in args),
+        timeout=timeout,
+        **_placeholders(profile),
+    )
+    log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))
+    data, stderr = _result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
+    if data.get("ok"):
+        return RemoteServer(port, token, flavour.key, reattached=False, ready_s=data.get("ready_s"))
+    stage = data.get("stage", "?")
+    tail = log_tail(host, profile, 15)
+    stop(host, profile)
+    raise _start_error(stage, profile, port, timeout, tail, stderr)
+
+
+def _start_error(
+    stage: str, profile: Profile, port: int, timeout: float, tail: str, stderr: str
+) -> ColabtunnelError:
+    if stage == "exited":
+        busy = "is not available" in tail or "Address already in use" in tail
+        return ColabtunnelError(
+            f"Jupyter exited during start-up. Last lines of its log:\n{tail}",
+            hint=f'remote port {port} is taken: set remote_port = "auto"'
+            if busy
+            else "fix what the log says, then run `up` again",
+        )
+    if stage == "timeout":
+        return ColabtunnelError(
+            f"Jupyter did not answer within {timeout:.0f} s. Last lines of its log:\n{tail}",
+            hint="a slow filesystem or a heavy extension? raise it with --timeout",
+        )
+    if stage == "auth-disabled":
+        return ColabtunnelError(
+            "Jupyter started WITHOUT authentication: a request with no token was accepted. "
+            "A config file on the host overrides the token; the server was stopped",
+            hint="look for `token = ''` in ~/.jupyter/jupyter_*_config.py (or .json) on the host "
+            "and remove it",
+        )
+    if stage == "token-rejected":
+        return ColabtunnelError(
+            "Jupyter rejects the token colabtunnel gave it: a config file on the host sets "
+            "another token or password; the server was stopped",
+            hint="remove token/password settings from ~/.jupyter/jupyter_*_config.py on the host",
+        )
+    return _stage_error(stage, profile, stderr)
+
+
+def stop(host: Host, profile: Profile) -> bool:
+    """Stop the profile's server (TERM, then KILL after a grace period). True if one was running."""
+    script = render(remote_scripts.STOP, profile=quote(profile.name), grace_ticks=STOP_GRACE_S * 10)
+    data, _ = _result(host, script, STOP_GRACE_S + INSPECT_TIMEOUT, "stopping Jupyter")
+    return bool(data.get("was_running"))
+
+
+def log_tail(host: Host, profile: Profile, lines: int = 50) -> str:
+    script = render(remote_scripts.LOG_TAIL, profile=quote(profile.name), lines=lines)
+    return mask(host.run_script(script, INSPECT_TIMEOUT).stdout.rstrip())

@@ -1,0 +1,204 @@
+"""The background keeper: a detached process per profile that owns the SSH connection and listener.
+
+`up` starts it as `python -m colabtunnel _keeper` in a new session, writes its orders (JSON, one line)
+to the keeper's stdin and reads progress events (JSON lines) from its stdout until `ready` or
+`error`. Orders travel on the pipe, never in argv or the environment, so later secrets can too.
+After `ready` the keeper drops the pipe, logs to logs/PROFILE.log (tokens masked) and serves until
+SIGTERM, when it stops the remote Jupyter and removes the state record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from typing import IO, Any
+
+from colabtunnel import paths, state
+from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
+from colabtunnel.logs import setup_file_logging
+from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
+
+log = logging.getLogger("colabtunnel")
+
+
+class Terminated(Exception):
+    """SIGTERM (from `down`, or `up` being interrupted) reached the keeper."""
+
+
+# -- the parent side ---------------------------------------------------------------------------
+
+
+def spawn(
+    profile: str, overrides: dict[str, Any], options: UpOptions, reporter: Reporter
+) -> state.Record:
+    """Start a keeper for `profile` and relay its progress until it is ready. Return its record."""
+    log_file = paths.private_dir(paths.log_dir()) / f"{profile}.log"
+    stderr = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "colabtunnel", "_keeper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            close_fds=True,
+            **_detach_flags(),
+        )
+    finally:
+        stderr.close()
+    assert child.stdin is not None and child.stdout is not None
+    orders = {"profile": profile, "overrides": overrides, "options": asdict(options)}
+    try:
+        child.stdin.write(json.dumps(orders).encode() + b"\n")
+        child.stdin.flush()
+        return _relay(child, child.stdout, reporter, log_file)
+    except BaseException:
+        _terminate(child)
+        raise
+    finally:
+        child.stdin.close()
+        child.stdout.close()
+
+
+def _detach_flags() -> dict[str, Any]:
+    if os.name == "nt":
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
+        return {"creationflags": flags}
+    return {"start_new_session": True}
+
+
+def _relay(
+    child: subprocess.Popen[bytes], events: IO[bytes], reporter: Reporter, log_file: object
+) -> state.Record:
+    for raw in events:
+        event = json.loads(raw)
+        kind = event.get("type")
+        if kind == "step":
+            reporter.step(event["message"])
+        elif kind == "note":
+            reporter.note(event["message"])
+        elif kind == "ready":
+            return state.Record(**event["record"])
+        elif kind == "error":
+            child.wait(30)
+            error = ColabtunnelError(event["message"], hint=event.get("hint"))
+            error.exit_code = event.get("exit_code", EXIT_RUNTIME)
+            raise error
+    code = child.wait(30)
+    raise ColabtunnelError(
+        f"the background keeper exited (code {code}) before the tunnel was ready",
+        hint=f"see its log: {log_file}",
+    )
+
+
+def _terminate(child: subprocess.Popen[bytes]) -> None:
+    """Ask the keeper to undo what it started; it stops the remote Jupyter before exiting."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+# -- the keeper side ---------------------------------------------------------------------------
+
+
+class _PipeReporter:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def send(self, **event: Any) -> None:
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+
+    def step(self, message: str) -> None:
+        log.info("%s", message)
+        self.send(type="step", message=message)
+
+    def note(self, message: str) -> None:
+        log.warning("%s", message)
+        self.send(type="note", message=message)
+
+
+def _on_term(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def main() -> int:
+    """Entry point of `colabtunnel _keeper`."""
+    from colabtunnel.profiles import get_profile, with_overrides
+
+    signal.signal(signal.SIGTERM, _on_term)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    orders = json.loads(sys.stdin.readline())
+    name = orders["profile"]
+    setup_file_logging(name)
+    reporter = _PipeReporter(sys.stdout)
+    tunnel: Tunnel | None = None
+    try:
+        profile = with_overrides(get_profile(name), **orders["overrides"])
+        tunnel = Tunnel(profile, UpOptions(**orders["options"]), reporter)
+        tunnel.open()
+        record = tunnel.record(os.getpid(), foreground=False)
+        state.write(record)
+        reporter.send(type="ready", record=asdict(record))
+    except Terminated:
+        log.info("terminated during start-up; cleaning up")
+        if tunnel is not None:
+            tunnel.abandon_on_failure()
+        return 1
+    except ColabtunnelError as exc:
+        log.error("start failed: %s", exc.message)
+        if tunnel is not None:
+            tunnel.abandon_on_failure()
+        reporter.send(type="error", message=exc.message, hint=exc.hint, exit_code=exc.exit_code)
+        return exc.exit_code
+    except BaseException as exc:
+        log.exception("keeper crashed during start-up")
+        if tunnel is not None:
+            tunnel.abandon_on_failure()
+        reporter.send(
+            type="error",
+            message=f"internal error: {exc!r}",
+            hint=f"see {paths.log_dir() / (name + '.log')}",
+        )
+        return EXIT_RUNTIME
+    _detach_stdio()
+    return _serve(tunnel, record)
+
+
+def _detach_stdio() -> None:
+    """`up` has what it needs: drop the pipes so its exit cannot break ours."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _serve(tunnel: Tunnel, record: state.Record) -> int:
+    stop = threading.Event()
+
+    def on_health(health: str) -> None:
+        record.health = health
+        state.write(record)
+
+    try:
+        tunnel.serve(stop, on_health)
+    except Terminated:
+        log.info("stopping (SIGTERM)")
+    finally:
+        stopped = tunnel.close(stop_remote=True)
+        log.info("remote Jupyter stopped: %s", stopped)
+        current = state.read(record.profile)
+        if current is not None and current.keeper_pid == os.getpid():
+            state.remove(record.profile)
+    return 0

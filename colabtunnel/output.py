@@ -1,0 +1,54 @@
+"""Everything a person or a script reads: progress lines, results, JSON envelopes, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+JSON_SCHEMA_VERSION = 1
+
+BROWSER_STEPS = (
+    "In Colab: Connect ▸ Connect to a local runtime, paste the URL above, press Connect.",
+    "Chrome 142+ asks whether colab.research.google.com may access your local network: click Allow. "
+    "If you once clicked Block, re-enable it at chrome://settings/content/localNetworkAccess "
+    "(or the site's padlock ▸ Site settings ▸ Local network access).",
+)
+
+
+class Progress:
+    """One line per step on stderr, so stdout stays clean for the URL or JSON."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def step(self, message: str) -> None:
+        if not self.quiet:
+            print(f"· {message}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(f"! {message}", file=sys.stderr, flush=True)
+
+
+def envelope(command: str, **body: Any) -> str:
+    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, "command": command, **body}, indent=2)
+
+
+def emit_json(command: str, **body: Any) -> None:
+    print(envelope(command, **body))
+
+
+def error(message: str, hint: str | None) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,422 @@
+"""Profiles: the saved connection settings of profiles.toml, as frozen, validated dataclasses.
+
+Owns the file format (SPEC §2): reading it with tomllib, checking every key with errors that name
+the file, the line, the profile and the key (exit 2), the built-in `local` profile that exists with
+no file, and applying command-line overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from colabtunnel import paths
+from colabtunnel.errors import ConfigError
+
+APPS = ("auto", "notebook", "lab", "server")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_EXAMPLE = "profiles.example.toml in the colabtunnel repository documents every key"
+# Names people bring from ssh_config or other tools, mapped to ours (difflib alone misses these).
+_ALIASES = {
+    "hostname": "host",
+    "username": "user",
+    "identityfile": "identity_file",
+    "identity": "identity_file",
+    "key": "identity_file",
+    "key_file": "identity_file",
+    "proxyjump": "jump",
+    "proxy_jump": "jump",
+    "bastion": "jump",
+    "cwd": "workdir",
+    "directory": "workdir",
+    "environment": "env",
+    "args": "jupyter_args",
+}
+
+
+class FrozenEnv(dict[str, str]):
+    """A read-only, hashable dict for `Profile.env`.
+
+    A dict subclass rather than types.MappingProxyType so that dataclasses.asdict, copy, pickle and
+    json.dumps keep working on profiles.
+    """
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a profile's env is read-only: use with_overrides(profile, env=...)")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # every mutating method of dict
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]  # dict is unhashable; this one is frozen
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type[FrozenEnv], tuple[dict[str, str]]]:
+        return (type(self), (dict(self),))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One validated profile. `None` for a port means "auto"; `env` is read-only."""
+
+    name: str
+    host: str  # "local" means: this machine, no SSH
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    jump: str | None = None
+    app: str = "auto"
+    jupyter: str = "jupyter"
+    activate: str | None = None
+    workdir: str | None = None
+    local_port: int | None = None  # None = "auto"
+    remote_port: int | None = None  # None = "auto"
+    env: Mapping[str, str] = field(default_factory=FrozenEnv)  # stored as a FrozenEnv
+    jupyter_args: tuple[str, ...] = ()
+    keepalive: int = 15
+    source: Path | None = None  # the file it was read from; None for the built-in `local`
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env", FrozenEnv(self.env))
+        object.__setattr__(self, "jupyter_args", tuple(self.jupyter_args))
+
+    @property
+    def is_local(self) -> bool:
+        return self.host == "local"
+
+
+LOCAL = Profile(name="local", host="local")
+
+
+def load_profiles(path: Path | None = None) -> dict[str, Profile]:
+    """All profiles of `path` (default: the profiles file), in file order, plus built-in `local`.
+
+    A missing file is not an error: only `local` exists. A file profile named `local` replaces it.
+    """
+    path = paths.profiles_file() if path is None else path
+    text = _read_text(path)
+    if text is None:
+        return {LOCAL.name: LOCAL}
+    profiles = {
+        name: _build(name, table, _Where(str(path), name, text), path)
+        for name, table in _profile_tables(_parse_toml(text, path), path, text).items()
+    }
+    profiles.setdefault(LOCAL.name, LOCAL)
+    return profiles
+
+
+def get_profile(name: str, path: Path | None = None) -> Profile:
+    """The profile called `name`; an unknown name is a ConfigError listing the known ones."""
+    path = paths.profiles_file() if path is None else path
+    profiles = load_profiles(path)
+    if name in profiles:
+        return profiles[name]
+    close = difflib.get_close_matches(name, list(profiles), n=1)
+    suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(
+        f"unknown profile '{name}'{suggestion}; known profiles: {', '.join(sorted(profiles))}",
+        hint=f"add it with `colabtunnel profiles add {name} --host HOST` or edit {path}",
+    )
+
+
+def with_overrides(profile: Profile, **changes: object) -> Profile:
+    """`profile` with the given fields replaced, skipping those whose value is None (not given).
+
+    Values are validated like the file's ("auto" is accepted for the ports): a bad flag is exit 2.
+    """
+    where = _Where("command line", profile.name)
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key not in _CHECKS:
+            raise TypeError(f"with_overrides() got an unknown profile field {key!r}")
+        values[key] = _CHECKS[key](value, key, where)
+    return dataclasses.replace(profile, **values)
+
+
+# --- reading the file -------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            hint="check that it is a readable file, or point COLABTUNNEL_HOME elsewhere",
+        ) from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}, line {line}: not valid UTF-8 text",
+            hint="save the file as UTF-8",
+        ) from exc
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        reason = str(exc)
+        match = _TOML_POSITION_RE.search(reason)
+        if match is None:
+            raise ConfigError(f"{path}: invalid TOML: {reason}", hint=_EXAMPLE) from exc
+        line, column = match.groups()
+        reason = reason[: match.start()]
+        raise ConfigError(
+            f"{path}, line {line}: invalid TOML: {reason} (column {column})",
+            hint=f"fix the syntax on line {line}; {_EXAMPLE}",
+        ) from exc
+
+
+def _profile_tables(data: dict[str, Any], path: Path, text: str) -> dict[str, dict[str, Any]]:
+    for key, value in data.items():
+        if key == "profiles":
+            continue
+        hint = "profiles are tables named [profiles.NAME]; remove this key"
+        if isinstance(value, dict):
+            hint = f"write [profiles.{key}] instead of [{key}]"
+        raise ConfigError(f"{path}: unknown top-level key '{key}'", hint=hint)
+    tables = data.get("profiles", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(
+            f"{path}: 'profiles' must be a table, got {_describe(tables)}",
+            hint="write one table per profile: [profiles.NAME]",
+        )
+    for name, table in tables.items():
+        where = _Where(str(path), name, text)
+        if not _NAME_RE.fullmatch(name):
+            raise where.fail(
+                None,
+                "this profile name is not allowed",
+                "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            )
+        if not isinstance(table, dict):
+            raise where.fail(
+                None,
+                f"must be a table, got {_describe(table)}",
+                f'write it as [profiles.{name}] with host = "..." and other keys below it',
+            )
+    return tables
+
+
+def _build(name: str, table: dict[str, Any], where: _Where, path: Path) -> Profile:
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("password", "passphrase"):
+            flag = " --passphrase" if key == "passphrase" else ""
+            raise where.fail(
+                key,
+                f"key '{key}' is not allowed: secrets never live in profiles.toml",
+                f"remove it and run `colabtunnel secret set {name}{flag}` (uses the OS keyring)",
+            )
+        check = _CHECKS.get(key)
+        if check is None:
+            raise where.fail(key, f"unknown key '{key}'", _did_you_mean(key))
+        values[key] = check(value, key, where)
+    if "host" not in values:
+        raise where.fail(
+            None,
+            "missing required key 'host'",
+            f'add host = "gpu.example.org" (a hostname, IP, or Host alias from ~/.ssh/config) '
+            f"under [profiles.{name}]",
+        )
+    return Profile(name=name, source=path, **values)
+
+
+def _did_you_mean(key: str) -> str:
+    normalized = key.lower().replace("-", "_")
+    guess = _ALIASES.get(normalized.replace("_", "")) or _ALIASES.get(normalized)
+    if guess is None:
+        close = difflib.get_close_matches(normalized, list(_CHECKS), n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    if guess is not None:
+        return f"did you mean '{guess}'? {_EXAMPLE}"
+    return f"known keys: {', '.join(_CHECKS)}"
+
+
+# --- where an error is, and what the value was ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Where:
+    source: str  # the file, or "command line"
+    profile: str
+    text: str = ""  # the file's text, to find line numbers
+
+    def fail(self, key: str | None, problem: str, hint: str) -> ConfigError:
+        line = _line_of(self.text, self.profile, key) if self.text else None
+        place = f"{self.source}, line {line}" if line else self.source
+        return ConfigError(f"{place}: profile '{self.profile}': {problem}", hint=hint)
+
+
+def _line_of(text: str, profile: str, key: str | None) -> int | None:
+    """Best effort: the line of `key` in [profiles.PROFILE], else the header's line, else None."""
+    headers = {f"profiles.{q}{profile}{q}" for q in ("", '"', "'")}
+    key_re = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*[=.\[]") if key else None
+    header_line = None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+        if header:
+            if header_line is not None:
+                break  # left the profile's table without finding the key
+            if re.sub(r"\s*\.\s*", ".", header.group(1).strip()) in headers:
+                header_line = number
+        elif header_line is not None and key_re is not None and key_re.match(line):
+            return number
+    return header_line
+
+
+def _describe(value: object, show_value: bool = True) -> str:
+    """`value` in TOML terms, for messages; `show_value=False` where it could be a secret (env)."""
+    if isinstance(value, bool):
+        kind, shown = "a boolean", str(value).lower()
+    elif isinstance(value, int):
+        kind, shown = "an integer", str(value)
+    elif isinstance(value, float):
+        kind, shown = "a number", str(value)
+    elif isinstance(value, str):
+        kind, shown = "a string", f'"{value}"'
+    elif isinstance(value, list | tuple):
+        return "an array"
+    elif isinstance(value, Mapping):
+        return "a table"
+    else:
+        return f"a {type(value).__name__}"
+    return f"{kind} ({shown})" if show_value else kind
+
+
+# --- one check per key: value from TOML (or a flag) -> value for Profile -----------------------
+
+
+def _string(value: object, key: str, where: _Where) -> str:
+    if not isinstance(value, str):
+        raise where.fail(
+            key, f"key '{key}' must be a string, got {_describe(value)}", f'quote it: {key} = "..."'
+        )
+    if not value.strip():
+        raise where.fail(
+            key, f"key '{key}' must not be empty", "remove the line to use the default"
+        )
+    return value
+
+
+def _host(value: object, key: str, where: _Where) -> str:
+    host = _string(value, key, where)
+    if "@" in host:
+        user, _, rest = host.rpartition("@")
+        raise where.fail(
+            key,
+            f"key '{key}' must be a host name, not user@host",
+            f'write host = "{rest}" and user = "{user}"',
+        )
+    if any(c.isspace() for c in host):
+        raise where.fail(key, f"key '{key}' must not contain spaces", "give one host name or IP")
+    return host
+
+
+def _integer(value: object, key: str, where: _Where, low: int, high: int, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        hint = f"for example: {key} = {example}"
+        if isinstance(value, str) and value.strip().isdigit():
+            hint = f"write the number without quotes: {key} = {value.strip()}"
+        raise where.fail(
+            key, f"key '{key}' must be an integer {low}..{high}, got {_describe(value)}", hint
+        )
+    return value
+
+
+def _port(value: object, key: str, where: _Where) -> int:
+    return _integer(value, key, where, 1, 65535, "22")
+
+
+def _auto_port(value: object, key: str, where: _Where) -> int | None:
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise where.fail(
+            key,
+            f"key '{key}' must be \"auto\" or an integer 1..65535, got {_describe(value)}",
+            f'for example: {key} = "auto" or {key} = 8888',
+        )
+    return value
+
+
+def _keepalive(value: object, key: str, where: _Where) -> int:
+    return _integer(value, key, where, 1, 3600, "15")
+
+
+def _app(value: object, key: str, where: _Where) -> str:
+    if value not in APPS:
+        close = difflib.get_close_matches(str(value), APPS, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        raise where.fail(
+            key,
+            f"key '{key}' must be one of {', '.join(APPS)}, got {_describe(value)}",
+            f'{guess}"auto" detects what is installed on the host',
+        )
+    return str(value)
+
+
+def _env(value: object, key: str, where: _Where) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise where.fail(
+            key,
+            f"key '{key}' must be a table of strings, got {_describe(value)}",
+            f'for example: {key} = {{ CUDA_VISIBLE_DEVICES = "0" }}',
+        )
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+            raise where.fail(
+                key,
+                f"'{name}' in '{key}' is not a valid environment variable name",
+                "use letters, digits and '_', not starting with a digit",
+            )
+        if not isinstance(item, str):
+            raise where.fail(
+                key,
+                f"'{key}.{name}' must be a string, got {_describe(item, show_value=False)}",
+                f'quote the value: {name} = "..."',
+            )
+    return dict(value)
+
+
+def _string_list(value: object, key: str, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise where.fail(
+            key,
+            f"key '{key}' must be an array of strings, got {_describe(value)}",
+            f'for example: {key} = ["--ServerApp.iopub_data_rate_limit=1e10"]',
+        )
+    return tuple(value)
+
+
+_CHECKS: dict[str, Callable[[object, str, _Where], Any]] = {
+    "host": _host,
+    "user": _string,
+    "port": _port,
+    "identity_file": _string,
+    "jump": _string,
+    "app": _app,
+    "jupyter": _string,
+    "activate": _string,
+    "workdir": _string,
+    "local_port": _auto_port,
+    "remote_port": _auto_port,
+    "env": _env,
+    "jupyter_args": _string_list,
+    "keepalive": _keepalive,
+}

@@ -1,0 +1,266 @@
+"""The bash and Python text colabtunnel runs on the host. Kept apart so jupyter.py reads as logic.
+
+Everything here is fed to `bash -l -s` on stdin; only `bash -l -s` shows in the host's `ps`.
+Each script prints one line `MARKER {json}` as its result, so noise from login files cannot confuse it.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+MARKER = "__COLABTUNNEL_RESULT__"
+
+# Sets RUN_DIR, fails with a JSON reason. {activate} and {workdir} are pre-quoted by the caller.
+PREAMBLE = r"""
+set -u
+umask 077
+ct_result() { printf '\n%s %s\n' "__COLABTUNNEL_RESULT__" "$1"; }
+ct_fail() { ct_result "{\"ok\": false, \"stage\": \"$1\"}"; exit 0; }
+RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
+mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR" || ct_fail rundir
+{
+{activate}
+} >"$RUN_DIR/activate.out" 2>&1 </dev/null || { cat "$RUN_DIR/activate.out" >&2; ct_fail activate; }
+cd {workdir} 2>/dev/null || ct_fail workdir
+JUPYTER={jupyter}
+JPATH=$(command -v "$JUPYTER") || ct_fail jupyter-missing
+# The Python that runs this jupyter: its shebang (pip writes a /bin/sh trampoline for long paths).
+PY=$(head -n 1 "$JPATH" 2>/dev/null | sed -n 's/^#![[:space:]]*//p')
+case "$PY" in
+  */env\ *) PY=$(command -v "${PY##* }") ;;
+  /bin/sh*) PY=$(sed -n '2p' "$JPATH" | cut -d'"' -f2) ;;
+esac
+[ -n "$PY" ] && [ -x "${PY%% *}" ] || PY=$(command -v python3) || ct_fail python-missing
+PY=${PY%% *}
+"""
+
+# Everything `up` and `doctor` need to know, in one round trip.
+INSPECT_PY = r"""
+import importlib.metadata as md, json, os, shutil, socket, subprocess, sys, time, urllib.request
+run_dir, want_port = sys.argv[1], int(sys.argv[2])
+
+def version(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+def read(name):
+    try:
+        with open(os.path.join(run_dir, name)) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+def existing():
+    pid, port, token = read("jupyter.pid"), read("port"), read("token")
+    if not (pid and port and token and pid.isdigit() and port.isdigit()):
+        return None
+    if not alive(int(pid)):
+        return {"pid": int(pid), "port": int(port), "alive": False}
+    req = urllib.request.Request("http://127.0.0.1:%s/api/status" % port,
+                                 headers={"Authorization": "token " + token})
+    try:
+        answering = urllib.request.urlopen(req, timeout=5).status == 200
+    except Exception:
+        answering = False
+    return {"pid": int(pid), "port": int(port), "alive": True, "answering": answering,
+            "token": token, "flavour": read("flavour")}
+
+def gpus():
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        return [line for line in out.stdout.splitlines() if line.strip()]
+    except Exception:
+        return []
+
+names = ("notebook", "jupyterlab", "jupyter_server", "ipykernel", "jupyter_core")
+info = {
+    "ok": True,
+    "python": sys.version.split()[0],
+    "python_path": sys.executable,
+    "versions": {n: version(n) for n in names},
+    "uid": os.getuid(),
+    "user": os.environ.get("USER") or os.environ.get("LOGNAME"),
+    "home": os.path.expanduser("~"),
+    "cwd": os.getcwd(),
+    "run_dir": run_dir,
+    "free_port": free_port(),
+    "want_port_free": port_free(want_port) if want_port else None,
+    "existing": existing(),
+    "gpus": gpus(),
+}
+print("\n__COLABTUNNEL_RESULT__ " + json.dumps(info))
+"""
+
+INSPECT = (
+    PREAMBLE
+    + r"""
+"$PY" - "$RUN_DIR" {want_port} <<'CT_PY_EOF'
+"""
+    + INSPECT_PY
+    + r"""
+CT_PY_EOF
+"""
+)
+
+# Wait for the server to answer, then prove auth is enforced, all on the host, in one round trip.
+WAIT_PY = r"""
+import json, os, sys, time, urllib.error, urllib.request
+pid, port, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+token = os.environ["JUPYTER_TOKEN"]
+base = "http://127.0.0.1:%d" % port
+
+def alive():
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+def status(path, auth):
+    headers = {"Authorization": "token " + token} if auth else {}
+    req = urllib.request.Request(base + path, headers=headers)
+    try:
+        return urllib.request.urlopen(req, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+def result(**kw):
+    print("\n__COLABTUNNEL_RESULT__ " + json.dumps(kw))
+    sys.exit(0)
+
+start = time.monotonic()
+delay = 0.05
+while True:
+    if not alive():
+        result(ok=False, stage="exited")
+    try:
+        status("/api", False)
+        break
+    except (urllib.error.URLError, OSError):
+        pass
+    if time.monotonic() - start > timeout:
+        result(ok=False, stage="timeout")
+    time.sleep(delay)
+    delay = min(delay * 1.5, 0.5)
+ready_s = time.monotonic() - start
+authed, anonymous = status("/api/kernelspecs", True), status("/api/kernelspecs", False)
+if anonymous not in (401, 403):
+    result(ok=False, stage="auth-disabled", anonymous=anonymous, ready_s=ready_s)
+if authed != 200:
+    result(ok=False, stage="token-rejected", authed=authed, ready_s=ready_s)
+result(ok=True, ready_s=ready_s)
+"""
+
+# {exports} holds `export NAME=value` lines, the token among them: this text travels on stdin only.
+START = (
+    PREAMBLE
+    + r"""
+{exports}
+printf '%s' "$JUPYTER_TOKEN" >"$RUN_DIR/token"
+printf '%s\n' {port} >"$RUN_DIR/port"
+printf '%s\n' {flavour} >"$RUN_DIR/flavour"
+: >"$RUN_DIR/jupyter.log"
+# Its own session (setsid) or at least its own process group (set -m) so `down` can stop the
+# whole group, and nohup so an SSH drop or a sleeping laptop does not hang it up.
+if command -v setsid >/dev/null 2>&1; then CT_SETSID=setsid; else CT_SETSID=; set -m; fi
+nohup $CT_SETSID "$JPATH" {args} >>"$RUN_DIR/jupyter.log" 2>&1 </dev/null &
+CT_PID=$!
+printf '%s\n' "$CT_PID" >"$RUN_DIR/jupyter.pid"
+"$PY" - "$CT_PID" {port} {timeout} <<'CT_PY_EOF'
+"""
+    + WAIT_PY
+    + r"""
+CT_PY_EOF
+"""
+)
+
+# Stop the server's process group and every descendant (kernels run in sessions of their own).
+STOP = r"""
+set -u
+RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
+ct_result() { printf '\n%s %s\n' "__COLABTUNNEL_RESULT__" "$1"; }
+PID=$(cat "$RUN_DIR/jupyter.pid" 2>/dev/null)
+case "$PID" in ''|*[!0-9]*) rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0;; esac
+if ! kill -0 "$PID" 2>/dev/null || ! ps -p "$PID" -o args= 2>/dev/null | grep -q jupyter; then
+  rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0
+fi
+tree() {
+  ps -eo pid=,ppid= | awk -v root="$1" '
+    { parent[$1] = $2 }
+    END {
+      keep[root] = 1; grew = 1
+      while (grew) { grew = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; grew = 1 } }
+      for (p in keep) print p
+    }'
+}
+PIDS=$(tree "$PID")
+kill -TERM -- "-$PID" 2>/dev/null
+kill -TERM $PIDS 2>/dev/null
+i=0
+while [ $i -lt {grace_ticks} ]; do
+  left=
+  for p in $PIDS; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+  [ -z "$left" ] && break
+  sleep 0.1; i=$((i + 1))
+done
+killed=false
+if [ -n "${left:-}" ]; then kill -KILL -- "-$PID" 2>/dev/null; kill -KILL $left 2>/dev/null; killed=true; fi
+rm -rf "$RUN_DIR"
+ct_result "{\"ok\": true, \"was_running\": true, \"killed\": $killed}"
+"""
+
+LOG_TAIL = r"""
+RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
+tail -n {lines} "$RUN_DIR/jupyter.log" 2>/dev/null
+"""
+
+
+def render(template: str, **values: str | int | float) -> str:
+    """Fill `{name}` placeholders. Not str.format: bash and Python text is full of braces."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
+
+
+def quote(value: str) -> str:
+    return shlex.quote(value)

@@ -1,0 +1,180 @@
+"""Per-profile state records: who holds the tunnel, where, and the token (so: mode 0600).
+
+A record is JSON with a schema version, written atomically (temp file, then os.replace). A per-profile
+lock serialises `up`/`down` of one profile. A record whose keeper is gone (or whose PID now belongs to
+another process) is stale, and is removed by whoever finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from colabtunnel import paths
+from colabtunnel.errors import ColabtunnelError
+
+log = logging.getLogger("colabtunnel")
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Record:
+    profile: str
+    keeper_pid: int
+    keeper_started: float  # the keeper's process create time: PID identity, not just existence
+    host: str  # what the user calls it: "alice@gpu.example.org:22" or "local"
+    local_port: int
+    remote_port: int
+    token: str
+    flavour: str
+    started_at: float = field(default_factory=time.time)
+    health: str = "ok"
+    foreground: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def url(self) -> str:
+        return build_url(self.local_port, self.token)
+
+    def public(self) -> dict[str, Any]:
+        """What status/--json shows. The token appears only inside the URL the user asked for."""
+        data = asdict(self)
+        data.pop("token")
+        data["url"] = self.url
+        data["uptime_s"] = round(time.time() - self.started_at, 1)
+        return data
+
+
+def build_url(local_port: int, token: str) -> str:
+    # The root, always: Colab treats any path (/tree, /lab) as the API base and gets 404/405.
+    return f"http://localhost:{local_port}/?token={token}"
+
+
+def _record_path(profile: str) -> Path:
+    return paths.state_dir() / f"{profile}.json"
+
+
+def _ensure_dir() -> Path:
+    try:
+        return paths.private_dir(paths.state_dir())
+    except OSError as exc:
+        raise ColabtunnelError(
+            f"cannot create the state directory {paths.state_dir()}: {exc.strerror}",
+            hint="set COLABTUNNEL_HOME to a writable directory",
+        ) from exc
+
+
+def write(record: Record) -> None:
+    directory = _ensure_dir()
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{record.profile}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(asdict(record), fh, indent=2)
+        if os.name == "posix":
+            os.chmod(tmp, 0o600)
+        os.replace(tmp, _record_path(record.profile))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read(profile: str) -> Record | None:
+    """The record, or None when absent or unreadable (a corrupted record counts as stale)."""
+    path = _record_path(profile)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(Record)}
+        return Record(**{k: v for k, v in data.items() if k in known})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("state record %s is unreadable (%s); treating it as stale", path, exc)
+        remove(profile)
+        return None
+
+
+def remove(profile: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _record_path(profile).unlink()
+
+
+def all_records() -> list[Record]:
+    directory = paths.state_dir()
+    if not directory.is_dir():
+        return []
+    records = (read(p.stem) for p in sorted(directory.glob("*.json")))
+    return [r for r in records if r is not None]
+
+
+def process_identity(pid: int) -> float | None:
+    """The create time of `pid`, or None if no such process (a zombie counts as gone)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def keeper_alive(record: Record) -> bool:
+    started = process_identity(record.keeper_pid)
+    return started is not None and abs(started - record.keeper_started) < 1.0
+
+
+def live(profile: str) -> Record | None:
+    """The record if its keeper is alive; a stale one is removed and None returned."""
+    record = read(profile)
+    if record is None:
+        return None
+    if keeper_alive(record):
+        return record
+    log.info("removing stale state for %s (keeper %d is gone)", profile, record.keeper_pid)
+    remove(profile)
+    return None
+
+
+@contextlib.contextmanager
+def lock(profile: str, timeout: float) -> Iterator[None]:
+    """Hold the per-profile lock (blocking up to `timeout` s) so two `up`s cannot race."""
+    directory = _ensure_dir()
+    fd = os.open(directory / f"{profile}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _acquire(fd, timeout, profile)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock on every platform
+
+
+def _acquire(fd: int, timeout: float, profile: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.name == "posix":
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                import msvcrt
+
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ColabtunnelError(
+                    f"another colabtunnel command holds the lock for {profile!r}",
+                    hint="wait for it to finish, or run `colabtunnel status`",
+                ) from None
+            time.sleep(0.1)

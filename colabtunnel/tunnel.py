@@ -1,0 +1,280 @@
+"""One profile's tunnel from start to finish: connect, ready Jupyter, forward, prove it, tear down.
+
+Used in-process by `up --foreground` and inside the background keeper; the caller decides where
+progress goes (a Reporter) and how long it lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from colabtunnel import forwarder, jupyter, redact, state
+from colabtunnel.connection import Connection
+from colabtunnel.errors import ColabtunnelError
+from colabtunnel.flavours import COLAB_ORIGIN, choose
+from colabtunnel.hosts import Host, LocalHost, SSHHost
+from colabtunnel.profiles import Profile
+
+log = logging.getLogger("colabtunnel")
+
+
+class Reporter(Protocol):
+    def step(self, message: str) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    accept_new: bool = False
+    timeout: float = 120.0
+    probe: bool = True
+    prefer_local_port: int | None = None  # the port a previous keeper used, so the URL survives
+
+
+@dataclass(frozen=True)
+class Opened:
+    local_port: int
+    remote_port: int
+    token: str
+    flavour: str
+    host: str
+    reattached: bool
+    replaced_dead: bool  # a previous server for this profile had died: the URL changed
+
+
+def local_jupyter(profile: Profile) -> Profile:
+    """For `local`, prefer the jupyter installed beside this Python (the venv colabtunnel runs in)."""
+    from dataclasses import replace
+
+    if profile.jupyter != "jupyter":
+        return profile
+    candidate = Path(sys.executable).with_name("jupyter")
+    return replace(profile, jupyter=str(candidate)) if candidate.exists() else profile
+
+
+class Tunnel:
+    def __init__(self, profile: Profile, options: UpOptions, reporter: Reporter) -> None:
+        self.profile = local_jupyter(profile) if profile.is_local else profile
+        self.options = options
+        self.reporter = reporter
+        self.connection: Connection | None = None
+        self.host: Host | None = None
+        self.forwarder: forwarder.Forwarder | None = None
+        self.opened: Opened | None = None
+        self._started_remote = False
+        self._target_label = "local"
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def open(self) -> Opened:
+        listener = None if self.profile.is_local else self._bind_local()
+        try:
+            self.host = self._connect()
+            server, replaced = self._ensure_server()
+            if listener is not None:
+                self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
+                listener = None
+                local_port = self.forwarder.port
+            else:
+                local_port = server.port
+            self.opened = Opened(
+                local_port,
+                server.port,
+                server.token,
+                server.flavour,
+                self._target_label,
+                server.reattached,
+                replaced,
+            )
+            if self.options.probe:
+                self._probe(local_port, server.token)
+            return self.opened
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _bind_local(self) -> object:
+        pinned = self.profile.local_port
+        port = pinned or self.options.prefer_local_port
+        if port is not None:
+            try:
+                return forwarder.bind_listener(port)
+            except forwarder.PortBusy:
+                if pinned:
+                    raise ColabtunnelError(
+                        f"local port {pinned} is already in use on this machine",
+                        hint='stop what holds it, pass --local-port N, or set local_port = "auto"',
+                    ) from None
+                self.reporter.note(f"port {port} is taken now; the URL gets a new port")
+        return forwarder.bind_listener(forwarder.pick_local_port(None))
+
+    def _connect(self) -> Host:
+        if self.profile.is_local:
+            return LocalHost()
+        from colabtunnel import connection, sshconfig
+
+        target = sshconfig.resolve(self.profile)
+        self._target_label = f"{target.user}@{target.hostname}:{target.port}"
+        self.reporter.step(f"connecting to {self._target_label}")
+        self.connection = connection.connect(
+            target,
+            self.profile.name,
+            accept_new=self.options.accept_new,
+            keepalive=self.profile.keepalive,
+        )
+        return SSHHost(self.connection, self.profile.host)
+
+    def _ensure_server(self) -> tuple[jupyter.RemoteServer, bool]:
+        assert self.host is not None
+        profile = self.profile
+        want = profile.remote_port
+        if profile.is_local:
+            want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
+        self.reporter.step(f"inspecting {self.host.name}")
+        info = jupyter.inspect(self.host, profile, want_port=want)
+        reusable = jupyter.reusable(info)
+        if reusable is not None:
+            self.reporter.step(f"re-attaching to the running Jupyter (port {reusable.port})")
+            return reusable, False
+        replaced = info.existing is not None
+        if replaced:
+            jupyter.stop(self.host, profile)
+            self.reporter.note(
+                "the previous Jupyter for this profile was gone or not answering: "
+                "starting a new one; the URL (token) changes and its kernels are lost"
+            )
+        flavour = choose(profile.app, info.versions)
+        _require_kernel(info, profile)
+        port = self._remote_port(info, want)
+        token = redact.new_token()
+        self.reporter.step(f"starting {flavour.label} on {self.host.name}, port {port}")
+        self._started_remote = True
+        return jupyter.start(
+            self.host, profile, info, flavour, port, token, self.options.timeout
+        ), replaced
+
+    def _remote_port(self, info: jupyter.HostInfo, want: int | None) -> int:
+        if want is None:
+            return info.free_port
+        if info.want_port_free is False:
+            where = "this machine" if self.profile.is_local else self.profile.host
+            key = "local_port" if self.profile.is_local else "remote_port"
+            raise ColabtunnelError(
+                f"port {want} is already in use on {where}",
+                hint=f'set {key} = "auto" in the profile, or free the port',
+            )
+        return want
+
+    def _open_channel(self, origin: tuple[str, int]) -> object:
+        if self.connection is None or not self.connection.alive:
+            raise ColabtunnelError("the SSH connection is down")
+        assert self.opened is not None
+        return self.connection.open_forward(self.opened.remote_port, origin)
+
+    def _probe(self, local_port: int, token: str) -> None:
+        from colabtunnel import probe
+
+        self.reporter.step("checking it the way Colab's page will use it")
+        report = probe.run_probe(
+            f"http://127.0.0.1:{local_port}/",
+            token,
+            origin=COLAB_ORIGIN,
+            timeout=min(self.options.timeout, 60),
+        )
+        failure = report.first_failure()
+        if failure is not None:
+            raise ColabtunnelError(
+                f"Colab check {failure.name!r} failed: {failure.detail}", hint=failure.fix
+            )
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def serve(self, stop: threading.Event, on_health: object = None) -> None:
+        """Keep the tunnel up until `stop` is set, reconnecting when the SSH connection dies."""
+        delay = 1.0
+        while not stop.wait(1.0):
+            if self.connection is None or self.connection.alive:
+                delay = 1.0
+                continue
+            log.warning("SSH connection lost; reconnecting")
+            if callable(on_health):
+                on_health("reconnecting")
+            if self._reconnect():
+                if callable(on_health):
+                    on_health("ok")
+                delay = 1.0
+                continue
+            stop.wait(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
+
+    def _reconnect(self) -> bool:
+        from colabtunnel import connection, sshconfig
+
+        try:
+            target = sshconfig.resolve(self.profile)
+            self.connection = connection.connect(
+                target, self.profile.name, keepalive=self.profile.keepalive
+            )
+            self.host = SSHHost(self.connection, self.profile.host)
+        except ColabtunnelError as exc:
+            log.warning("reconnect failed: %s", exc.message)
+            return False
+        log.info("reconnected")
+        return True
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def close(self, stop_remote: bool) -> bool:
+        """Tear down the listener, then (when asked) the remote Jupyter. True if it was stopped."""
+        stopped = False
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder = None
+        if stop_remote and self.host is not None:
+            try:
+                stopped = jupyter.stop(self.host, self.profile)
+            except (ColabtunnelError, OSError, EOFError) as exc:
+                log.warning("could not stop Jupyter on %s: %s", self.host.name, exc)
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        return stopped
+
+    def abandon_on_failure(self) -> None:
+        """After a failed open(): remove what this attempt started, leave what it found running."""
+        self.close(stop_remote=self._started_remote)
+
+    def record(self, keeper_pid: int, foreground: bool) -> state.Record:
+        assert self.opened is not None
+        started = state.process_identity(keeper_pid) or time.time()
+        return state.Record(
+            profile=self.profile.name,
+            keeper_pid=keeper_pid,
+            keeper_started=started,
+            host=self.opened.host,
+            local_port=self.opened.local_port,
+            remote_port=self.opened.remote_port,
+            token=self.opened.token,
+            flavour=self.opened.flavour,
+            foreground=foreground,
+        )
+
+
+def _require_kernel(info: jupyter.HostInfo, profile: Profile) -> None:
+    if info.versions.get("ipykernel"):
+        return
+    where = "this machine" if profile.is_local else profile.host
+    raise ColabtunnelError(
+        f"ipykernel is not installed on {where}: Jupyter would start but no kernel could run",
+        hint="pip install ipykernel (in the environment `activate` selects)"
+        if not profile.is_local
+        else "pip install 'colabtunnel[local]'",
+    )

@@ -1,0 +1,178 @@
+"""Shared fixtures: no test touches the real home; a real sshd plays the GPU host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.sshd import Sshd, running_sshd
+
+TESTS = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+PROFILE = "gpu"
+HOST_ALIAS = "gpu-test"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own HOME, COLABTUNNEL_HOME and an in-memory keyring."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    os.chmod(home / ".ssh", 0o700)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("COLABTUNNEL_HOME", str(tmp_path / "ct"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "memory_keyring.MemoryKeyring")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        pytest.fail("OpenSSH server not installed: run the README's test command (it installs it)")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@dataclass
+class Env:
+    """A test's world: the CLI to run, the profile pointing at the sshd, the files involved."""
+
+    home: Path
+    ct_home: Path
+    sshd: Sshd | None
+
+    def run(
+        self, *args: str, timeout: float = 180, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "colabtunnel", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"colabtunnel {' '.join(args)} -> {done.returncode}\n{done.stderr}"
+            )
+        return done
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "colabtunnel", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def profiles(self) -> Path:
+        return self.ct_home / "profiles.toml"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.home / ".ssh" / "known_hosts"
+
+    def write_profile(self, name: str = PROFILE, **keys: object) -> None:
+        lines = [f"[profiles.{name}]"]
+        for key, value in keys.items():
+            lines.append(f"{key} = {_toml(value)}")
+        self.ct_home.mkdir(parents=True, exist_ok=True)
+        with open(self.profiles, "a") as fh:
+            fh.write("\n".join(lines) + "\n\n")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+ACTIVATE = f"source {VENV_BIN / 'activate'}"
+
+
+@pytest.fixture
+def env(isolated_home: Path, tmp_path: Path, sshd: Sshd) -> Iterator[Env]:
+    """ssh_config alias + known_hosts + profile `gpu` for the test sshd; everything stopped after."""
+    ssh_dir = isolated_home / ".ssh"
+    (ssh_dir / "config").write_text(
+        f"Host {HOST_ALIAS}\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {sshd.client_key}\n  IdentitiesOnly yes\n"
+    )
+    (ssh_dir / "known_hosts").write_text(sshd.known_hosts_line())
+    world = Env(isolated_home, tmp_path / "ct", sshd)
+    world.write_profile(PROFILE, host=HOST_ALIAS, activate=ACTIVATE, workdir="~", keepalive=5)
+    yield world
+    _teardown(world)
+
+
+@pytest.fixture
+def local_env(isolated_home: Path, tmp_path: Path) -> Iterator[Env]:
+    world = Env(isolated_home, tmp_path / "ct", None)
+    yield world
+    _teardown(world)
+
+
+def _teardown(world: Env) -> None:
+    """`down` everything; then make sure nothing this test started is still running."""
+    world.run("down", timeout=120)
+    leftovers = leftover_processes(world)
+    for proc in leftovers:
+        proc.kill()
+    assert not leftovers, f"processes left running after `down`: {[p.cmdline() for p in leftovers]}"
+
+
+def leftover_processes(world: Env) -> list[psutil.Process]:
+    """Keepers of this test (by COLABTUNNEL_HOME) and Jupyters whose HOME is this test's or the sshd's."""
+    markers = {str(world.ct_home), str(world.home)}
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == me:
+            continue
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if (
+                "colabtunnel" not in cmdline
+                and "jupyter" not in cmdline
+                and "ipykernel" not in cmdline
+            ):
+                continue
+            environ = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if (
+            environ.get("COLABTUNNEL_HOME") in markers
+            or environ.get("HOME") in markers
+            or (world.sshd and environ.get("HOME") == str(world.sshd.remote_home))
+        ):
+            found.append(proc)
+    return found
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -1,0 +1,110 @@
+"""A real OpenSSH server for tests: /usr/sbin/sshd in the foreground on a free loopback port.
+
+Throwaway host and client keys; sshd's SetEnv gives remote sessions a HOME of their own so nothing
+the "remote" side writes lands in the real home directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass
+class Sshd:
+    port: int
+    host_key_pub: str  # "ssh-ed25519 AAAA..."
+    client_key: Path
+    remote_home: Path
+    process: subprocess.Popen[bytes]
+    config: Path
+    log: Path
+
+    def known_hosts_line(self, host: str = "127.0.0.1") -> str:
+        return f"[{host}]:{self.port} {self.host_key_pub}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def keygen(path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "colabtunnel-test", "-f", str(path)],
+        check=True,
+    )
+
+
+def _wait_banner(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd exited ({process.returncode}): {log.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.settimeout(2)
+            if s.recv(64).startswith(b"SSH-"):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"sshd did not answer on port {port}: {log.read_text()}")
+
+
+@contextlib.contextmanager
+def running_sshd(root: Path, port: int | None = None) -> Iterator[Sshd]:
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    host_key, client_key = root / "host_ed25519", root / "client_ed25519"
+    if not host_key.exists():
+        keygen(host_key)
+        keygen(client_key)
+    (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
+    remote_home = root / "remote-home"
+    remote_home.mkdir(exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
+    port = port or free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+AuthorizedKeysFile {root}/authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+UsePAM no
+PidFile none
+AllowTcpForwarding local
+X11Forwarding no
+PrintMotd no
+ClientAliveInterval 0
+SetEnv HOME={remote_home}
+"""
+    )
+    log = root / "sshd.log"
+    with open(log, "ab") as log_fh:
+        process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)], stdout=log_fh, stderr=log_fh
+        )
+    try:
+        _wait_banner(port, process, log)
+        pub = (root / "host_ed25519.pub").read_text().split()
+        yield Sshd(port, f"{pub[0]} {pub[1]}", client_key, remote_home, process, config, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,221 @@
+"""End to end through a real sshd: up, the Colab probe from outside, down; keys; re-attach."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from colabtunnel.probe import run_probe
+from tests.conftest import PROFILE, Env, leftover_processes, wait_for
+
+URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
+
+
+def up(env: Env, *args: str) -> tuple[str, int, str]:
+    done = env.run("up", PROFILE, *args, check=True)
+    match = URL_RE.search(done.stdout)
+    assert match, f"no root URL in output: {done.stdout!r} {done.stderr!r}"
+    return match.group(0), int(match.group(1)), match.group(2)
+
+
+def record(env: Env, profile: str = PROFILE) -> dict:
+    return json.loads((env.ct_home / "state" / f"{profile}.json").read_text())
+
+
+def remote_jupyters(env: Env) -> list[psutil.Process]:
+    assert env.sshd is not None
+    home = str(env.sshd.remote_home)
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if (
+                "jupyter" in " ".join(proc.info["cmdline"] or [])
+                and proc.environ().get("HOME") == home
+            ):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_probe_down(env: Env) -> None:
+    _, port, token = up(env)
+    report = run_probe(f"http://127.0.0.1:{port}/", token)
+    assert report.ok, report.to_dict()
+    execute = next(c for c in report.checks if c.name == "kernel-execute")
+    assert "42" in execute.detail
+    assert remote_jupyters(env), "no Jupyter running on the host"
+    done = env.run("down", PROFILE, check=True)
+    assert "stopped gpu" in done.stderr
+    assert not port_open(port), "local port still open after down"
+    assert not (env.ct_home / "state" / f"{PROFILE}.json").exists()
+    wait_for(lambda: not remote_jupyters(env), timeout=15)
+    assert not leftover_processes(env)
+
+
+def test_listeners_are_loopback_only(env: Env) -> None:
+    _, port, _ = up(env)
+    rec = record(env)
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert ("127.0.0.1", port) in listening
+    assert ("127.0.0.1", rec["remote_port"]) in listening
+    for ip, p in listening:
+        if p in (port, rec["remote_port"]):
+            assert ip == "127.0.0.1", f"port {p} listens on {ip}"
+
+
+def test_token_not_on_command_lines_or_in_logs(env: Env) -> None:
+    _, port, token = up(env)
+    assert run_probe(f"http://127.0.0.1:{port}/", token, execute=False).ok
+    args = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert token not in args
+    assert "jupyter" in args
+    assert env.sshd is not None
+    logs = 0
+    for root in (env.ct_home, env.sshd.remote_home, env.home):
+        for path in root.rglob("*"):
+            if not path.is_file():
+                continue
+            if path.suffix == ".log":
+                logs += 1
+                assert token not in path.read_text(errors="replace"), f"token in log {path}"
+            elif token in path.read_text(errors="replace"):
+                # the state record, the host's token file, Jupyter's own runtime files: 0600 only
+                assert path.stat().st_mode & 0o077 == 0, f"{path} holds the token and is not 0600"
+    assert logs >= 2  # the keeper's log and Jupyter's log on the host were both checked
+    state_file = env.ct_home / "state" / f"{PROFILE}.json"
+    assert oct(state_file.stat().st_mode & 0o777) == "0o600"
+    assert oct((env.ct_home / "state").stat().st_mode & 0o777) == "0o700"
+    assert oct((env.ct_home / "logs").stat().st_mode & 0o777) == "0o700"
+
+
+def test_unknown_host_key_refused_then_trust(env: Env) -> None:
+    env.known_hosts.write_text("")
+    done = env.run("up", PROFILE)
+    assert done.returncode == 1, done.stderr
+    assert "SHA256:" in done.stderr and "colabtunnel trust gpu" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not remote_jupyters(env)
+    assert not (env.ct_home / "state" / f"{PROFILE}.json").exists()
+    trusted = env.run("trust", PROFILE, "--yes", check=True)
+    assert "SHA256:" in trusted.stdout
+    line = env.known_hosts.read_text()
+    assert line.startswith(f"[127.0.0.1]:{env.sshd.port} ssh-ed25519 ")  # type: ignore[union-attr]
+    # OpenSSH itself accepts what trust wrote
+    ssh = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(env.home / ".ssh" / "config"),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={env.known_hosts}",
+            "-o",
+            "BatchMode=yes",
+            "gpu-test",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ssh.returncode == 0, ssh.stderr
+    up(env)
+
+
+def test_accept_new_adds_unknown_key(env: Env) -> None:
+    env.known_hosts.write_text("")
+    up(env, "--accept-new")
+    assert env.known_hosts.read_text().startswith("[127.0.0.1]:")
+
+
+def test_changed_host_key_refused(env: Env, tmp_path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True
+    )
+    other = (tmp_path / "other.pub").read_text().split()
+    env.known_hosts.write_text(f"[127.0.0.1]:{env.sshd.port} {other[0]} {other[1]}\n")  # type: ignore[union-attr]
+    for args in (("up", PROFILE), ("up", PROFILE, "--accept-new")):
+        done = env.run(*args)
+        assert done.returncode == 1
+        assert "HAS CHANGED" in done.stderr and "Traceback" not in done.stderr
+    assert not remote_jupyters(env)
+    assert "other" not in env.known_hosts.read_text()  # never rewritten
+
+
+def test_up_twice_reuses_and_reattaches_after_keeper_killed(env: Env) -> None:
+    url1, port, token = up(env)
+    url2, _, _ = up(env)
+    assert url2 == url1
+    servers = remote_jupyters(env)
+    rec = record(env)
+    os.kill(rec["keeper_pid"], signal.SIGKILL)
+    wait_for(lambda: not port_open(port), timeout=10)
+    url3, port3, token3 = up(env)
+    assert token3 == token and url3 == url1
+    assert {p.pid for p in remote_jupyters(env)} == {p.pid for p in servers}
+    assert run_probe(f"http://127.0.0.1:{port3}/", token3).ok
+
+
+def test_foreground_sigint_tears_down(env: Env) -> None:
+    proc = env.popen("up", PROFILE, "--foreground")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = URL_RE.search(line)
+    assert match, line + (proc.stderr.read() if proc.stderr else "")
+    port = int(match.group(1))
+    assert port_open(port)
+    assert remote_jupyters(env)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    assert not port_open(port)
+    wait_for(lambda: not remote_jupyters(env), timeout=15)
+    assert not (env.ct_home / "state" / f"{PROFILE}.json").exists()
+
+
+def test_lab_flavour(env: Env) -> None:
+    env.write_profile(
+        "lab",
+        host="gpu-test",
+        activate=f"source {Path(os.sys.executable).parent / 'activate'}",
+        app="lab",
+    )
+    done = env.run("up", "lab", "--json", check=True)
+    data = json.loads(done.stdout)
+    assert data["ok"] and data["tunnel"]["flavour"] == "lab"
+    port = data["tunnel"]["local_port"]
+    token = data["tunnel"]["url"].split("token=")[1]
+    assert data["tunnel"]["url"] == f"http://localhost:{port}/?token={token}"
+    assert run_probe(f"http://127.0.0.1:{port}/", token).ok
+    env.run("down", "lab", check=True)
+
+
+@pytest.mark.parametrize("unused", [None])
+def test_status_json(env: Env, unused: None) -> None:
+    url, port, _ = up(env)
+    done = env.run("status", "--json", check=True)
+    data = json.loads(done.stdout)
+    assert data["schema_version"] == 1 and data["command"] == "status"
+    (tunnel,) = data["tunnels"]
+    assert tunnel["profile"] == PROFILE and tunnel["url"] == url and tunnel["local_port"] == port
+    assert tunnel["health"] == "ok" and "token" not in tunnel
+    assert env.run("url", PROFILE, check=True).stdout.strip() == url
