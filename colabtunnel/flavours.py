@@ -85,15 +85,15 @@ def by_key(key: str) -> Flavour:
     return next(f for f in FLAVOURS if f.key == key)
 
 
-def choose(app: str, versions: dict[str, str | None]) -> Flavour:
+def choose(app: str, versions: dict[str, str | None], install_hint: str = INSTALL_HINT) -> Flavour:
     """Pick the flavour for profile `app` given the package versions found on the host."""
     if app == "auto":
         for key in AUTO_ORDER:
             if _fits(by_key(key), versions):
                 return by_key(key)
         raise ColabtunnelError(
-            "no usable Jupyter on the host (found: " + _describe(versions) + ")",
-            hint=INSTALL_HINT,
+            "no usable Jupyter found (installed: " + _describe(versions) + ")",
+            hint=install_hint,
         )
     candidates = [f for f in FLAVOURS if f.app == app]
     if not candidates:

@@ -23,6 +23,10 @@ log = logging.getLogger("colabtunnel")
 
 INSPECT_TIMEOUT = 60.0
 STOP_GRACE_S = 10
+LOCAL_INSTALL_HINT = (
+    "install a Colab runtime beside colabtunnel: pip install 'colabtunnel[local]' "
+    "(that is: notebook>=7 and ipykernel)"
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,9 @@ def _stage_error(stage: str, profile: Profile, output: str) -> ColabtunnelError:
         ),
         "jupyter-missing": (
             f"{profile.jupyter!r} was not found {where} (after `activate`)",
-            flavours.INSTALL_HINT + ", or set `jupyter`/`activate` in the profile",
+            LOCAL_INSTALL_HINT
+            if profile.is_local
+            else flavours.INSTALL_HINT + ", or set `jupyter`/`activate` in the profile",
         ),
         "python-missing": (
             f"no Python found for {profile.jupyter!r} {where}",

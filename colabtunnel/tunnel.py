@@ -18,7 +18,7 @@ from typing import Protocol
 from colabtunnel import forwarder, jupyter, redact, state
 from colabtunnel.connection import Connection
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import COLAB_ORIGIN, choose
+from colabtunnel.flavours import COLAB_ORIGIN, INSTALL_HINT, choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile
 
@@ -151,7 +151,8 @@ class Tunnel:
                 "the previous Jupyter for this profile was gone or not answering: "
                 "starting a new one; the URL (token) changes and its kernels are lost"
             )
-        flavour = choose(profile.app, info.versions)
+        hint = jupyter.LOCAL_INSTALL_HINT if profile.is_local else INSTALL_HINT
+        flavour = choose(profile.app, info.versions, hint)
         _require_kernel(info, profile)
         port = self._remote_port(info, want)
         token = redact.new_token()
@@ -274,7 +275,7 @@ def _require_kernel(info: jupyter.HostInfo, profile: Profile) -> None:
     where = "this machine" if profile.is_local else profile.host
     raise ColabtunnelError(
         f"ipykernel is not installed on {where}: Jupyter would start but no kernel could run",
-        hint="pip install ipykernel (in the environment `activate` selects)"
-        if not profile.is_local
-        else "pip install 'colabtunnel[local]'",
+        hint=jupyter.LOCAL_INSTALL_HINT
+        if profile.is_local
+        else "pip install ipykernel (in the environment `activate` selects)",
     )

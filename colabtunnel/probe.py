@@ -1,0 +1,688 @@
+"""The Colab probe: prove a Jupyter server answers the way Colab's browser page uses it.
+
+This module owns the definition of "works with Colab" (SPEC section 6): the exact requests Colab's
+page at https://colab.research.google.com makes to a local runtime (credentialed, with that Origin
+and the token in the query), what a correct answer looks like, and the human diagnosis + fix for
+each way it goes wrong. It never raises for server behaviour: every observation becomes a Check in
+a ProbeReport. The token never appears in a Check or the report.
+
+requests and websocket-client are imported inside run_probe so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import requests
+
+COLAB_ORIGIN = "https://colab.research.google.com"
+FOREIGN_ORIGIN = "https://evil.example"
+
+ACAO = "Access-Control-Allow-Origin"
+ACAC = "Access-Control-Allow-Credentials"
+ACAPN = "Access-Control-Allow-Private-Network"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One step of the probe: what was observed and, when it failed, the diagnosis and fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """All checks of one probe run against `url` (the base URL, never with the token)."""
+
+    url: str
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def first_failure(self) -> Check | None:
+        return next((check for check in self.checks if not check.ok), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        failure = self.first_failure()
+        return {
+            "url": self.url,
+            "ok": self.ok,
+            "first_failure": failure.name if failure else None,
+            "checks": [check.to_dict() for check in self.checks],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Diagnoses: problem id -> the human cause and fix. Detection below only picks ids.
+# --------------------------------------------------------------------------------------------
+
+FIXES: dict[str, str] = {
+    "unreachable": (
+        "Nothing answered at this address: Jupyter is not running there, or the SSH tunnel is "
+        "down or forwards a different port. Check `colabtunnel status` and the Jupyter log "
+        "(`colabtunnel logs PROFILE`)."
+    ),
+    "timeout": (
+        "The server accepted the connection but did not answer in time: Jupyter is overloaded "
+        "or hung, or the tunnel stalls. Check the Jupyter log and retry."
+    ),
+    "sub-path": (
+        "The URL points at a sub-path (like /tree or /lab) instead of the server root. Colab "
+        "treats the whole URL path as the API base and gets 404/405. Use "
+        "http://localhost:PORT/?token=... (the root)."
+    ),
+    "token-rejected": (
+        "Jupyter refused the token: the server on this port runs with a different token (a host "
+        "config or JUPYTER_TOKEN overrides it, or another Jupyter owns the port). Restart with "
+        "`colabtunnel down` then `colabtunnel up`."
+    ),
+    "acao-missing": (
+        "Jupyter did not send Access-Control-Allow-Origin: the allow_origin setting was not "
+        "applied. If this is Notebook 6 (classic) it needs --NotebookApp.allow_origin, not "
+        '--ServerApp.*; set app = "notebook" in the profile or let detection run.'
+    ),
+    "acao-star": (
+        "Jupyter sent Access-Control-Allow-Origin: * . Browsers reject '*' on credentialed "
+        "requests, which is how Colab calls a local runtime; allow_origin must be exactly "
+        f"{COLAB_ORIGIN} (never '*')."
+    ),
+    "acao-trailing-slash": (
+        "allow_origin has a trailing slash. Browsers compare the origin byte for byte; it must be "
+        f"exactly {COLAB_ORIGIN} with no trailing slash."
+    ),
+    "acao-other": (
+        "Jupyter sent an Access-Control-Allow-Origin for a different origin: allow_origin is set "
+        f"to something else (a host config or extra argument?). It must be exactly {COLAB_ORIGIN}."
+    ),
+    "credentials-missing": (
+        "Jupyter did not send Access-Control-Allow-Credentials: true: it ignored the "
+        "allow_credentials flag. If this is Notebook 6 (classic) it needs --NotebookApp.* flags, "
+        'not --ServerApp.*; set app = "notebook" in the profile or let detection run.'
+    ),
+    "no-default-kernel": (
+        "Jupyter lists no usable default kernel: ipykernel is missing in the host environment. "
+        "Run `pip install ipykernel` in the environment the profile activates."
+    ),
+    "bad-json": (
+        "The answer is not Jupyter's JSON API: something else (a proxy, another web server) "
+        "answers on this port, or the URL is not the Jupyter root."
+    ),
+    "auth-disabled": (
+        "Jupyter answered without the token: authentication is disabled, so anyone who can reach "
+        "the port can run code. A host config disables the token (~/.jupyter/"
+        "jupyter_server_config.py with c.ServerApp.token = '' or c.IdentityProvider.token = '', "
+        "or c.NotebookApp.token = '' on Notebook 6). Remove that line and restart."
+    ),
+    "foreign-origin-echoed": (
+        "Jupyter echoes any Origin back in Access-Control-Allow-Origin: allow_origin is not set "
+        "(token-authenticated requests are then allowed from every site) or it is '*'. Set "
+        f"allow_origin to exactly {COLAB_ORIGIN}."
+    ),
+    "xsrf-required": (
+        "Jupyter demanded an XSRF token, so it did not take the request as token-authenticated: "
+        "either the token is wrong, or authentication is disabled by a host config "
+        "(c.ServerApp.token = '' or c.IdentityProvider.token = ''), in which case every POST "
+        "Colab makes fails with 403. Fix the token setting and restart Jupyter."
+    ),
+    "server-error": (
+        "Jupyter failed with a server error; its log shows the traceback "
+        "(`colabtunnel logs PROFILE`)."
+    ),
+    "unexpected-status": (
+        "Jupyter answered with an unexpected status; see the detail and the Jupyter log."
+    ),
+    "kernel-start": (
+        "Jupyter could not start a kernel: ipykernel is missing or broken on the host (run "
+        "`pip install ipykernel` in the environment the profile activates). The Jupyter log "
+        "shows the kernel's own error."
+    ),
+    "ws-forbidden": (
+        "The kernel websocket was refused (403): the origin is not allowed for websockets. "
+        f"allow_origin must be exactly {COLAB_ORIGIN}, and the token must be accepted."
+    ),
+    "ws-failed": (
+        "The kernel websocket could not be opened: a proxy or tunnel in between does not pass "
+        "websockets, or Jupyter rejected the upgrade. See the detail and the Jupyter log."
+    ),
+    "execute-timeout": (
+        "The kernel did not finish the test code in time: it is still starting (slow imports, "
+        "busy GPU node) or it died. Retry; if it persists, check the Jupyter log."
+    ),
+    "execute-wrong": (
+        "The kernel ran the test code but its output was not as expected: the kernel is broken "
+        "or a startup script changes output. See the detail."
+    ),
+}
+
+_2XX = range(200, 300)
+_200 = range(200, 201)
+_TOKEN_QUERY = re.compile(r"(token=)[^&\s'\"]+")
+
+
+def _masker(token: str) -> Callable[[str], str]:
+    def mask(text: str) -> str:
+        if token:
+            text = text.replace(token, "***")
+        return _TOKEN_QUERY.sub(r"\1***", text)
+
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Pure analysis helpers
+# --------------------------------------------------------------------------------------------
+
+
+def cors_problems(headers: Any, origin: str) -> list[str]:
+    """Problem ids for the CORS headers of an answer to a credentialed request from `origin`."""
+    problems: list[str] = []
+    allow_origin = headers.get(ACAO)
+    if allow_origin is None:
+        problems.append("acao-missing")
+    elif allow_origin.strip() == "*":
+        problems.append("acao-star")
+    elif allow_origin != origin:
+        if allow_origin.rstrip("/") == origin:
+            problems.append("acao-trailing-slash")
+        else:
+            problems.append("acao-other")
+    if (headers.get(ACAC) or "").strip().lower() != "true":
+        problems.append("credentials-missing")
+    return problems
+
+
+def status_problem(status: int, message: str = "") -> str:
+    """Problem id for a non-success status (and Jupyter's error message) on a request with token."""
+    if status in (404, 405):
+        return "sub-path"
+    if status == 403 and "_xsrf" in message:
+        return "xsrf-required"
+    if status in (401, 403):
+        return "token-rejected"
+    if status >= 500:
+        return "server-error"
+    return "unexpected-status"
+
+
+def _fix_for(problems: list[str]) -> str | None:
+    return " ".join(FIXES[p] for p in problems) if problems else None
+
+
+def _cors_detail(headers: Any) -> str:
+    return ", ".join(f"{name}: {headers.get(name, '(absent)')}" for name in (ACAO, ACAC))
+
+
+def split_base_url(base_url: str) -> tuple[str, str, str]:
+    """(scheme, netloc, path) of base_url; path always ends with '/'. Raises ValueError if bad."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"base_url must be an http(s) URL like http://127.0.0.1:8888/: {base_url!r}"
+        )
+    path = parts.path or "/"
+    if not path.endswith("/"):
+        path += "/"
+    return parts.scheme, parts.netloc, path
+
+
+def execute_request(code: str, session: str) -> dict[str, Any]:
+    """A Jupyter messaging v5.3 execute_request for the shell channel."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "session": session,
+            "username": "colabtunnel",
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": datetime.now(UTC).isoformat(),
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        "buffers": [],
+        "channel": "shell",
+    }
+
+
+@dataclass
+class _Execution:
+    """What came back for one execute_request."""
+
+    stdout: str = ""
+    error: str | None = None
+    reply_status: str | None = None
+    idle: bool = False
+    states: tuple[str, ...] = ()
+
+    def feed(self, msg: dict[str, Any], msg_id: str) -> None:
+        parent = msg.get("parent_header") or {}
+        if parent.get("msg_id") != msg_id:
+            return
+        msg_type = msg.get("msg_type") or (msg.get("header") or {}).get("msg_type")
+        content = msg.get("content") or {}
+        if msg_type == "stream" and content.get("name") == "stdout":
+            self.stdout += str(content.get("text", ""))
+        elif msg_type == "error":
+            self.error = f"{content.get('ename')}: {content.get('evalue')}"
+        elif msg_type == "execute_reply":
+            self.reply_status = str(content.get("status"))
+            if content.get("status") == "error" and self.error is None:
+                self.error = f"{content.get('ename')}: {content.get('evalue')}"
+        elif msg_type == "status":
+            state = str(content.get("execution_state"))
+            self.states = (*self.states, state)
+            if state == "idle":
+                self.idle = True
+
+    def done(self, expect: str) -> bool:
+        return self.idle or (self.reply_status is not None and expect in self.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# The probe
+# --------------------------------------------------------------------------------------------
+
+
+class _Unreachable(Exception):
+    """A transport-level failure: no HTTP answer at all."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.detail = detail
+
+
+class _Probe:
+    def __init__(
+        self, base_url: str, token: str, origin: str, timeout: float, code: str, expect: str
+    ) -> None:
+        import requests
+
+        self.requests = requests
+        self.scheme, self.netloc, self.path = split_base_url(base_url)
+        self.token = token
+        self.origin = origin
+        self.timeout = timeout
+        self.code = code
+        self.expect = expect
+        self.mask = _masker(token)
+        self.checks: list[Check] = []
+        self.session = self._new_session()
+
+    @property
+    def public_url(self) -> str:
+        return urlunsplit((self.scheme, self.netloc, self.path, "", ""))
+
+    def _new_session(self) -> requests.Session:
+        session = self.requests.Session()
+        session.trust_env = False  # no proxies, no .netrc: talk to the tunnel directly
+        session.headers["Origin"] = self.origin
+        return session
+
+    def url(self, api_path: str) -> str:
+        return self.public_url + api_path
+
+    def shown(self, api_path: str) -> str:
+        """The request path as it appears in a detail: the URL path plus the API path."""
+        return self.path + api_path
+
+    def add(self, name: str, ok: bool, detail: str, problems: list[str] | None = None) -> bool:
+        fix = None if ok else (_fix_for(problems or []) or FIXES["unexpected-status"])
+        self.checks.append(Check(name, ok, self.mask(detail), self.mask(fix) if fix else None))
+        return ok
+
+    def request(
+        self,
+        method: str,
+        api_path: str,
+        *,
+        with_token: bool = True,
+        session: requests.Session | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        params = {"token": self.token} if with_token else {}
+        try:
+            return (session or self.session).request(
+                method,
+                self.url(api_path),
+                params=params,
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kwargs,
+            )
+        except self.requests.Timeout as exc:
+            raise _Unreachable(
+                "timeout", f"{method} {self.shown(api_path)}: no answer within {self.timeout:g}s"
+            ) from exc
+        except self.requests.RequestException as exc:
+            raise _Unreachable(
+                "unreachable", f"{method} {self.shown(api_path)}: {_reason(exc)}"
+            ) from exc
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def root_url(self) -> None:
+        if self.path != "/":
+            self.add(
+                "root-url",
+                False,
+                f"the URL path is {self.path!r}, not '/': Colab would call "
+                f"{self.path}api/kernels and get 404/405",
+                ["sub-path"],
+            )
+
+    def seen(self, method: str, api_path: str, resp: requests.Response) -> str:
+        """`METHOD /path -> status; <CORS headers>` for a detail."""
+        return (
+            f"{method} {self.shown(api_path)} -> {resp.status_code}; {_cors_detail(resp.headers)}"
+        )
+
+    def credentialed(
+        self, name: str, method: str, api_path: str, ok_status: range, **kwargs: Any
+    ) -> tuple[requests.Response, str, list[str]] | None:
+        """Make a credentialed request; record a failing check and return None on a bad status,
+        else return the response, its detail and the CORS problems found (nothing recorded)."""
+        resp = self.request(method, api_path, **kwargs)
+        detail = self.seen(method, api_path, resp)
+        if resp.headers.get(ACAPN):
+            detail += f", {ACAPN}: {resp.headers[ACAPN]}"
+        if resp.status_code not in ok_status:
+            message = _json_message(resp)
+            problem = status_problem(resp.status_code, message)
+            self.add(name, False, detail + (f"; {message}" if message else ""), [problem])
+            return None
+        return resp, detail, cors_problems(resp.headers, self.origin)
+
+    def preflight(self) -> None:
+        headers = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+            "Access-Control-Request-Private-Network": "true",
+        }
+        seen = self.credentialed("preflight", "OPTIONS", "api/kernels", _2XX, headers=headers)
+        if seen:
+            _, detail, problems = seen
+            self.add("preflight", not problems, detail, problems)
+
+    def cors_get(self) -> None:
+        seen = self.credentialed("cors-get", "GET", "api", _200)
+        if seen:
+            _, detail, problems = seen
+            self.add("cors-get", not problems, detail, problems)
+
+    def kernelspecs(self) -> None:
+        seen = self.credentialed("kernelspecs", "GET", "api/kernelspecs", _200)
+        if not seen:
+            return
+        resp, detail, problems = seen
+        try:
+            data = resp.json()
+        except ValueError:
+            self.add("kernelspecs", False, detail + "; body is not JSON", [*problems, "bad-json"])
+            return
+        default = data.get("default") if isinstance(data, dict) else None
+        specs = data.get("kernelspecs") if isinstance(data, dict) else None
+        names = sorted(specs) if isinstance(specs, dict) else []
+        detail += f"; default kernel {default!r}, kernels {names}"
+        if not default or default not in names:
+            problems.append("no-default-kernel")
+        self.add("kernelspecs", not problems, detail, problems)
+
+    def auth_enforced(self) -> None:
+        # A fresh session: the token request above may have set a login cookie.
+        with self._new_session() as anonymous:
+            resp = self.request("GET", "api/kernelspecs", with_token=False, session=anonymous)
+            status = resp.status_code
+            detail = f"GET {self.shown('api/kernelspecs')} without token -> {status}"
+            if status == 404:
+                # Jupyter answers 404 (not 403) to a cross-origin request it blocks before auth
+                # (no allow_origin). Ask again as a script would, without Origin: auth alone.
+                del anonymous.headers["Origin"]
+                resp = self.request("GET", "api/kernelspecs", with_token=False, session=anonymous)
+                status = resp.status_code
+                detail += f"; without Origin -> {status}"
+        location = resp.headers.get("Location", "")
+        if status in (401, 403):
+            self.add("auth-enforced", True, detail + " (refused)")
+        elif 300 <= status < 400 and "login" in location:
+            self.add("auth-enforced", True, detail + f" (redirect to {location})")
+        elif 200 <= status < 300:
+            self.add(
+                "auth-enforced", False, detail + ": answered without the token", ["auth-disabled"]
+            )
+        else:
+            self.add("auth-enforced", False, detail + ": neither refused nor answered")
+
+    def foreign_origin(self) -> None:
+        resp = self.request("GET", "api", headers={"Origin": FOREIGN_ORIGIN})
+        allow_origin = resp.headers.get(ACAO)
+        detail = (
+            f"GET {self.shown('api')} with Origin {FOREIGN_ORIGIN} -> {resp.status_code}; "
+            f"{ACAO}: {allow_origin if allow_origin is not None else '(absent)'}"
+        )
+        bad = allow_origin is not None and allow_origin.strip() in (FOREIGN_ORIGIN, "*")
+        if not bad:
+            detail += " (foreign origin not allowed)"
+        self.add("foreign-origin", not bad, detail, ["foreign-origin-echoed"])
+
+    def build_info(self) -> None:
+        resp = self.request("GET", "api/colab/build-info")
+        status = resp.status_code
+        ok = 200 <= status < 300 or status == 404
+        note = " (normal: Jupyter has no Colab build info)" if status == 404 else ""
+        self.add("build-info", ok, f"GET {self.shown('api/colab/build-info')} -> {status}{note}")
+
+    def kernel(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            resp = self.request("POST", "api/kernels", json={})
+        except _Unreachable as exc:
+            self.add("kernel-start", False, exc.detail, [exc.problem])
+            return
+        kernel_id = None
+        if resp.status_code in (200, 201):
+            try:
+                kernel_id = resp.json().get("id")
+            except (ValueError, AttributeError):
+                kernel_id = None
+        detail = f"POST {self.shown('api/kernels')} -> {resp.status_code}"
+        if not kernel_id:
+            message = _json_message(resp)
+            problem = status_problem(resp.status_code, message)
+            if problem == "server-error":
+                problem = "kernel-start"
+            detail += f"; no kernel id ({message})" if message else "; no kernel id"
+            self.add("kernel-start", False, detail, [problem])
+            return
+        self.add("kernel-start", True, f"{detail}; kernel {kernel_id}")
+        cleanup = ""
+        try:
+            self.execute(kernel_id, deadline)
+        finally:
+            cleanup = self.delete_kernel(kernel_id)
+        if cleanup:
+            last = self.checks[-1]
+            self.checks[-1] = Check(last.name, last.ok, self.mask(last.detail + cleanup), last.fix)
+
+    def delete_kernel(self, kernel_id: str) -> str:
+        try:
+            resp = self.request("DELETE", f"api/kernels/{kernel_id}")
+        except _Unreachable as exc:
+            return f"; kernel delete failed: {exc.detail}"
+        if resp.status_code not in (200, 204, 404):
+            return f"; kernel delete -> {resp.status_code}"
+        return ""
+
+    def execute(self, kernel_id: str, deadline: float) -> None:
+        import websocket
+
+        ws_scheme = "wss" if self.scheme == "https" else "ws"
+        session_id = uuid.uuid4().hex
+        ws_url = (
+            f"{ws_scheme}://{self.netloc}{self.path}api/kernels/{kernel_id}/channels"
+            f"?{urlencode({'session_id': session_id, 'token': self.token})}"
+        )
+        remaining = max(deadline - time.monotonic(), 1.0)
+        options: dict[str, Any] = {"origin": self.origin, "timeout": remaining}
+        ws = None
+        try:
+            if ws_scheme == "ws":
+                # Connect the TCP socket ourselves: websocket-client would otherwise honour
+                # http_proxy for 127.0.0.1 and never reach the tunnel.
+                host = urlsplit(f"//{self.netloc}").hostname or "127.0.0.1"
+                port = urlsplit(f"//{self.netloc}").port or 80
+                options["socket"] = socket.create_connection((host, port), timeout=remaining)
+            ws = websocket.create_connection(ws_url, **options)
+        except websocket.WebSocketBadStatusException as exc:
+            status = exc.status_code
+            problem = "ws-forbidden" if status == 403 else "ws-failed"
+            self.add("kernel-execute", False, f"websocket handshake -> {status}", [problem])
+            _close(options.get("socket"))
+            return
+        except (OSError, websocket.WebSocketException) as exc:
+            self.add("kernel-execute", False, f"websocket: {_reason(exc)}", ["ws-failed"])
+            _close(options.get("socket"))
+            return
+        try:
+            self._run_code(ws, session_id, deadline)
+        finally:
+            _close(ws)
+
+    def _run_code(self, ws: Any, session_id: str, deadline: float) -> None:
+        import websocket
+
+        msg = execute_request(self.code, session_id)
+        msg_id = msg["header"]["msg_id"]
+        result = _Execution()
+        started = time.monotonic()
+        try:
+            ws.send(json.dumps(msg))
+            while not result.done(self.expect):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ws.settimeout(remaining)
+                try:
+                    frame = ws.recv()
+                except websocket.WebSocketTimeoutException:
+                    break
+                if not isinstance(frame, str) or not frame:
+                    continue  # binary frames carry buffers, never our stream output
+                try:
+                    result.feed(json.loads(frame), msg_id)
+                except (ValueError, AttributeError):
+                    continue
+        except (OSError, websocket.WebSocketException) as exc:
+            detail = f"websocket dropped after {time.monotonic() - started:.1f}s: {_reason(exc)}"
+            self.add("kernel-execute", False, detail, ["ws-failed"])
+            return
+        elapsed = time.monotonic() - started
+        shown = result.stdout.strip()[:200]
+        detail = f"{self.code!r} -> stdout {shown!r} in {elapsed:.1f}s"
+        if result.error:
+            self.add("kernel-execute", False, f"{detail}; error {result.error}", ["execute-wrong"])
+        elif self.expect in result.stdout:
+            self.add("kernel-execute", True, detail)
+        elif not result.done(self.expect):
+            states = ", ".join(result.states) or "none"
+            detail += f"; no idle status within the timeout (states seen: {states})"
+            self.add("kernel-execute", False, detail, ["execute-timeout"])
+        else:
+            self.add(
+                "kernel-execute", False, f"{detail}; expected {self.expect!r}", ["execute-wrong"]
+            )
+
+
+def _close(closable: Any) -> None:
+    """Close a socket or websocket that may already be broken, ignoring errors."""
+    if closable is None:
+        return
+    # Closing a broken connection must not mask the result.
+    with contextlib.suppress(Exception):
+        closable.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful message of a transport exception (connection refused, ...)."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out"):
+        if marker in text:
+            return f"{type(exc).__name__}: {marker}"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _json_message(resp: Any) -> str:
+    """Jupyter's `message` from a JSON error body, shortened; "" when there is none."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return ""
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])[:200]
+    return ""
+
+
+def run_probe(
+    base_url: str,
+    token: str,
+    *,
+    origin: str = COLAB_ORIGIN,
+    timeout: float = 30.0,
+    code: str = "print(6*7)",
+    expect: str = "42",
+    execute: bool = True,
+) -> ProbeReport:
+    """Talk to the Jupyter at `base_url` exactly as Colab's page would and report every step.
+
+    `timeout` bounds each HTTP request, and the kernel step (start + execute) as a whole.
+    Stops early, with a failing check, when the server does not answer at all. Raises only for
+    programming errors (ValueError for a base_url that is not http(s)).
+    """
+    probe = _Probe(base_url, token, origin, timeout, code, expect)
+    probe.root_url()
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("preflight", probe.preflight),
+        ("cors-get", probe.cors_get),
+        ("kernelspecs", probe.kernelspecs),
+        ("auth-enforced", probe.auth_enforced),
+        ("foreign-origin", probe.foreign_origin),
+        ("build-info", probe.build_info),
+    ]
+    if execute:
+        steps.append(("kernel-start", probe.kernel))
+    try:
+        for name, step in steps:
+            try:
+                step()
+            except _Unreachable as exc:
+                probe.add(name, False, exc.detail, [exc.problem])
+                break
+    finally:
+        probe.session.close()
+    return ProbeReport(url=probe.public_url, checks=tuple(probe.checks))
