@@ -102,6 +102,12 @@ def connect(
     """Open, verify and authenticate a connection to `target`. Raise ColabtunnelError with the fix."""
     import paramiko
 
+    if target.proxy_jump:
+        # Connecting directly would silently bypass the bastion the user configured.
+        raise ColabtunnelError(
+            f"{target.alias} needs ProxyJump {target.proxy_jump!r}, which this version cannot use yet",
+            hint='set jump = "none" in the profile if the host is reachable directly',
+        )
     sock = _open_socket(target)
     transport = paramiko.Transport(sock)
     try:
