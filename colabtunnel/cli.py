@@ -219,6 +219,43 @@ def trust(
         raise typer.Exit(EXIT_RUNTIME)
 
 
+profiles_app = typer.Typer(help="Show the saved profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command("path")
+def profiles_path() -> None:
+    """Print where profiles.toml is read from."""
+    from colabtunnel.commands import profiles as cmd
+
+    print(cmd.profiles_path())
+
+
+@profiles_app.command("list")
+def profiles_list(json_out: JsonOpt = False) -> None:
+    """List the profiles (the built-in `local` included)."""
+    from colabtunnel.commands import profiles as cmd
+
+    found = _run(cmd.list_profiles, json_command="profiles" if json_out else None)
+    if json_out:
+        output.emit_json("profiles", ok=True, profiles=[cmd.as_dict(p) for p in found])
+        return
+    for profile in found:
+        where = "built-in" if profile.source is None else profile.host
+        print(f"{profile.name:<16} {where}")
+
+
+@profiles_app.command("show")
+def profiles_show(name: ProfileArg) -> None:
+    """Show one profile's settings."""
+    from colabtunnel.commands import profiles as cmd
+
+    profile = _run(lambda: cmd.show(name))
+    for key, value in cmd.as_dict(profile).items():
+        if value not in (None, {}, []):
+            print(f"{key:<14} {value}")
+
+
 @app.command("_keeper", hidden=True)
 def _keeper() -> None:
     """Internal: the background keeper (started by `up`)."""
