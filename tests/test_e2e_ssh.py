@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from colabtunnel.probe import run_probe
 from tests.conftest import PROFILE, Env, leftover_processes, wait_for
@@ -59,11 +60,19 @@ def test_up_probe_down(env: Env) -> None:
     execute = next(c for c in report.checks if c.name == "kernel-execute")
     assert "42" in execute.detail
     assert remote_jupyters(env), "no Jupyter running on the host"
+    # a kernel left running (as Colab leaves one) must go down with the server
+    kernel = requests.post(
+        f"http://127.0.0.1:{port}/api/kernels", params={"token": token}, json={}, timeout=60
+    )
+    assert kernel.status_code == 201
+    kernels = [p for p in remote_jupyters(env) if "ipykernel" in " ".join(p.cmdline())]
+    assert kernels, "the kernel process was not found on the host"
     done = env.run("down", PROFILE, check=True)
     assert "stopped gpu" in done.stderr
     assert not port_open(port), "local port still open after down"
     assert not (env.ct_home / "state" / f"{PROFILE}.json").exists()
     wait_for(lambda: not remote_jupyters(env), timeout=15)
+    assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kernels)
     assert not leftover_processes(env)
 
 
