@@ -163,16 +163,18 @@ class Tunnel:
         ), replaced
 
     def _remote_port(self, info: jupyter.HostInfo, want: int | None) -> int:
-        if want is None:
+        if want is None or info.want_port_free is not False:
+            return want or info.free_port
+        pinned = self.profile.local_port if self.profile.is_local else self.profile.remote_port
+        if pinned is None:  # an automatic choice was taken meanwhile: take the host's free one
             return info.free_port
-        if info.want_port_free is False:
-            where = "this machine" if self.profile.is_local else self.profile.host
-            key = "local_port" if self.profile.is_local else "remote_port"
-            raise ColabtunnelError(
-                f"port {want} is already in use on {where}",
-                hint=f'set {key} = "auto" in the profile, or free the port',
-            )
-        return want
+        where = "this machine" if self.profile.is_local else self.profile.host
+        key = "local_port" if self.profile.is_local else "remote_port"
+        raise ColabtunnelError(
+            f"port {pinned} is already in use on {where}",
+            hint=f'set {key} = "auto" in the profile (or drop --{key.replace("_", "-")}), '
+            "or free the port",
+        )
 
     def _open_channel(self, origin: tuple[str, int]) -> object:
         if self.connection is None or not self.connection.alive:
