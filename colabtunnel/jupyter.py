@@ -50,6 +50,7 @@ class HostInfo:
     want_port_free: bool | None
     existing: Existing | None
     gpus: list[str] | None
+    hazards: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,26 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
         want_port_free=data.get("want_port_free"),
         existing=Existing(**existing) if existing else None,
         gpus=data.get("gpus"),
+        hazards=data.get("hazards") or [],
+    )
+
+
+def hazard_error(info: HostInfo, where: str) -> ColabtunnelError | None:
+    """A host config that empties the token would override ours: refuse, naming file and line.
+
+    Not neutralised on purpose: Jupyter's only ways around it (`--config`, JUPYTER_NO_CONFIG) drop
+    every other user setting too, silently changing the user's Jupyter.
+    """
+    if not info.hazards:
+        return None
+    places = "; ".join(
+        f"{h['file']}" + (f", line {h['line']}" if h.get("line") else "") + f": {h['text']}"
+        for h in info.hazards
+    )
+    return ColabtunnelError(
+        f"a Jupyter config {where} disables authentication ({places}); "
+        "started like that, anyone who reaches the port could run code as you",
+        hint="delete that line on the host (it overrides the token colabtunnel sets), then run `up` again",
     )
 
 

@@ -106,6 +106,31 @@ def gpus():
     except Exception:
         return []
 
+def hazards():
+    # A user config that empties the token beats JUPYTER_TOKEN and serves without auth.
+    import glob, re
+    cfg = os.environ.get("JUPYTER_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".jupyter")
+    empty = re.compile(r"^\s*c\.(ServerApp|NotebookApp|IdentityProvider)\.token\s*=\s*[uU]?(''|\"\")\s*(#.*)?$")
+    found = []
+    for path in sorted(glob.glob(os.path.join(cfg, "jupyter_*config.py"))):
+        try:
+            with open(path, errors="replace") as fh:
+                for number, line in enumerate(fh, 1):
+                    if empty.match(line):
+                        found.append({"file": path, "line": number, "text": line.strip()})
+        except OSError:
+            continue
+    for path in sorted(glob.glob(os.path.join(cfg, "jupyter_*config.json"))):
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        for section in ("ServerApp", "NotebookApp", "IdentityProvider"):
+            if isinstance(data, dict) and isinstance(data.get(section), dict) and data[section].get("token") == "":
+                found.append({"file": path, "line": None, "text": '"%s": {"token": ""}' % section})
+    return found
+
 names = ("notebook", "jupyterlab", "jupyter_server", "ipykernel", "jupyter_core")
 info = {
     "ok": True,
@@ -121,6 +146,7 @@ info = {
     "want_port_free": port_free(want_port) if want_port else None,
     "existing": existing(),
     "gpus": gpus(),
+    "hazards": hazards(),
 }
 print("\n__COLABTUNNEL_RESULT__ " + json.dumps(info))
 """

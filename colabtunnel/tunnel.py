@@ -151,6 +151,9 @@ class Tunnel:
                 "the previous Jupyter for this profile was gone or not answering: "
                 "starting a new one; the URL (token) changes and its kernels are lost"
             )
+        hazard = jupyter.hazard_error(info, f"on {self.host.name}")
+        if hazard is not None:
+            raise hazard
         hint = jupyter.LOCAL_INSTALL_HINT if profile.is_local else INSTALL_HINT
         flavour = choose(profile.app, info.versions, hint)
         _require_kernel(info, profile)

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from colabtunnel.probe import run_probe
+from tests.conftest import ACTIVATE as ACTIVATE_LINE
 from tests.conftest import PROFILE, Env, leftover_processes, wait_for
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
@@ -228,3 +229,48 @@ def test_status_json(env: Env, unused: None) -> None:
     assert tunnel["profile"] == PROFILE and tunnel["url"] == url and tunnel["local_port"] == port
     assert tunnel["health"] == "ok" and "token" not in tunnel
     assert env.run("url", PROFILE, check=True).stdout.strip() == url
+
+
+def test_host_config_that_disables_the_token_is_refused(env: Env) -> None:
+    assert env.sshd is not None
+    config_dir = env.sshd.remote_home / ".jupyter"
+    config_dir.mkdir(exist_ok=True)
+    config = config_dir / "jupyter_server_config.py"
+    config.write_text("c.ServerApp.open_browser = False\nc.ServerApp.token = ''\n")
+    try:
+        done = env.run("up", PROFILE)
+        assert done.returncode == 1
+        assert f"{config}, line 2" in done.stderr and "disables authentication" in done.stderr
+        assert "http://localhost" not in done.stdout
+        assert not remote_jupyters(env)
+        # the same hazard placed where the pre-start scan does not look is still caught after start
+        config.unlink()
+        (env.sshd.remote_home / "extra-config").mkdir(exist_ok=True)
+        (env.sshd.remote_home / "extra-config" / "jupyter_server_config.py").write_text(
+            "c.IdentityProvider.token = ''\n"
+        )
+        env.write_profile(
+            "hazard2",
+            host="gpu-test",
+            activate=f"{ACTIVATE_LINE}\nexport JUPYTER_CONFIG_PATH=$HOME/extra-config",
+        )
+        done = env.run("up", "hazard2")
+        assert done.returncode == 1, done.stdout
+        assert "WITHOUT authentication" in done.stderr
+        assert "http://localhost" not in done.stdout
+        wait_for(lambda: not remote_jupyters(env), timeout=15)
+    finally:
+        config.unlink(missing_ok=True)
+
+
+def test_busy_remote_port(env: Env) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        busy = blocker.getsockname()[1]
+        done = env.run("up", PROFILE, "--remote-port", str(busy))
+        assert done.returncode == 1
+        assert f"port {busy} is already in use" in done.stderr and "remote_port" in done.stderr
+        assert not remote_jupyters(env)
+        data = json.loads(env.run("up", PROFILE, "--json", check=True).stdout)
+        assert data["tunnel"]["remote_port"] != busy
