@@ -219,6 +219,24 @@ def trust(
         raise typer.Exit(EXIT_RUNTIME)
 
 
+@app.command()
+def doctor(profile: ProfileArg, json_out: JsonOpt = False) -> None:
+    """Pre-flight checks, each with pass/fail and the fix. Starts nothing."""
+    from colabtunnel.commands import doctor as cmd
+
+    report = _run(lambda: cmd.doctor(profile), json_command="doctor" if json_out else None)
+    if json_out:
+        output.emit_json("doctor", **report.to_dict())
+    else:
+        marks = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
+        for finding in report.findings:
+            print(f"{marks[finding.status]}  {finding.name:<22} {finding.detail}")
+            if finding.fix and finding.status != "pass":
+                print(f"      {'':<22} fix: {finding.fix}")
+    if not report.ok:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
 profiles_app = typer.Typer(help="Show the saved profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 

@@ -100,24 +100,8 @@ def connect(
     target: SSHTarget, profile: str, *, accept_new: bool = False, keepalive: int = 15
 ) -> Connection:
     """Open, verify and authenticate a connection to `target`. Raise ColabtunnelError with the fix."""
-    import paramiko
-
-    if target.proxy_jump:
-        # Connecting directly would silently bypass the bastion the user configured.
-        raise ColabtunnelError(
-            f"{target.alias} needs ProxyJump {target.proxy_jump!r}, which this version cannot use yet",
-            hint='set jump = "none" in the profile if the host is reachable directly',
-        )
-    sock = _open_socket(target)
-    transport = paramiko.Transport(sock)
+    transport = handshake(target)
     try:
-        try:
-            transport.start_client(timeout=CONNECT_TIMEOUT)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise ColabtunnelError(
-                f"SSH handshake with {target.hostname}:{target.port} failed: {exc}",
-                hint="is that port an SSH server? try `ssh -v` with the same host and port",
-            ) from exc
         check_host_key(transport, target, profile, accept_new=accept_new)
         authenticate(transport, target)
         transport.set_keepalive(keepalive)
@@ -126,6 +110,28 @@ def connect(
         raise
     log.info("connected to %s@%s:%d", target.user, target.hostname, target.port)
     return Connection(transport, target)
+
+
+def handshake(target: SSHTarget) -> paramiko.Transport:
+    """TCP connect and SSH key exchange; nothing verified or authenticated yet."""
+    import paramiko
+
+    if target.proxy_jump:
+        # Connecting directly would silently bypass the bastion the user configured.
+        raise ColabtunnelError(
+            f"{target.alias} needs ProxyJump {target.proxy_jump!r}, which this version cannot use yet",
+            hint='set jump = "none" in the profile if the host is reachable directly',
+        )
+    transport = paramiko.Transport(_open_socket(target))
+    try:
+        transport.start_client(timeout=CONNECT_TIMEOUT)
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        transport.close()
+        raise ColabtunnelError(
+            f"SSH handshake with {target.hostname}:{target.port} failed: {exc}",
+            hint="is that port an SSH server? try `ssh -v` with the same host and port",
+        ) from exc
+    return transport
 
 
 def _open_socket(target: SSHTarget) -> socket.socket:
@@ -180,17 +186,9 @@ def check_host_key(
 
 def fetch_host_key(target: SSHTarget) -> paramiko.PKey:
     """Handshake only, to learn the key `trust` will show. Nothing is authenticated."""
-    import paramiko
-
-    transport = paramiko.Transport(_open_socket(target))
+    transport = handshake(target)
     try:
-        transport.start_client(timeout=CONNECT_TIMEOUT)
         return transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise ColabtunnelError(
-            f"SSH handshake with {target.hostname}:{target.port} failed: {exc}",
-            hint="is that port an SSH server?",
-        ) from exc
     finally:
         transport.close()
 

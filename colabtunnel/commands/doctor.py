@@ -1,0 +1,197 @@
+"""`colabtunnel doctor PROFILE`: every pre-flight check, each with pass/fail and the fix.
+
+Starts nothing. Each step runs only when the steps it needs passed, so the first failure is the
+one to fix; when the tunnel is up, the Colab probe runs through it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from colabtunnel import jupyter, state
+from colabtunnel.errors import ColabtunnelError
+from colabtunnel.flavours import INSTALL_HINT, choose
+from colabtunnel.hosts import Host, LocalHost, SSHHost
+from colabtunnel.profiles import Profile, get_profile
+from colabtunnel.tunnel import local_jupyter
+
+PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class DoctorReport:
+    profile: str
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != FAIL for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "ok": self.ok,
+            "checks": [asdict(f) for f in self.findings],
+        }
+
+
+class _Stop(Exception):
+    """A failed step that later steps depend on."""
+
+
+def doctor(name: str) -> DoctorReport:
+    profile = get_profile(name)
+    report = DoctorReport(name, [])
+    add = report.findings.append
+    host: Host | None = None
+    connection = None
+    try:
+        if profile.is_local:
+            profile = local_jupyter(profile)
+            host = LocalHost()
+        else:
+            connection = _ssh_checks(profile, add)
+            host = SSHHost(connection, profile.host)
+        _host_checks(host, profile, add)
+    except _Stop:
+        pass
+    finally:
+        if connection is not None:
+            connection.close()
+    _probe_checks(name, add)
+    return report
+
+
+def _step(add: Callable[[Finding], None], name: str, run: Callable[[], str]) -> None:
+    """Run one check; a ColabtunnelError becomes a failed finding and stops dependent steps."""
+    try:
+        add(Finding(name, PASS, run()))
+    except ColabtunnelError as exc:
+        add(Finding(name, FAIL, exc.message, exc.hint))
+        raise _Stop from exc
+
+
+def _ssh_checks(profile: Profile, add: Callable[[Finding], None]) -> Any:
+    from colabtunnel import connection, hostkeys, sshconfig
+
+    target = sshconfig.resolve(profile)
+    add(Finding("ssh-config", PASS, f"{target.user}@{target.hostname}:{target.port}"))
+    transport: Any = None
+
+    def reach() -> str:
+        nonlocal transport
+        transport = connection.handshake(target)
+        return f"SSH server answers ({transport.remote_version})"
+
+    try:
+        _step(add, "reachable", reach)
+        key = transport.get_remote_server_key()
+
+        def host_key() -> str:
+            connection.check_host_key(transport, target, profile.name, accept_new=False)
+            return f"{key.get_name()} {hostkeys.fingerprint(key)} is in known_hosts"
+
+        _step(add, "host-key", host_key)
+
+        def auth() -> str:
+            connection.authenticate(transport, target)
+            return f"logged in as {target.user}"
+
+        _step(add, "auth", auth)
+    except BaseException:
+        if transport is not None:
+            transport.close()
+        raise
+    transport.set_keepalive(profile.keepalive)
+    return connection.Connection(transport, target)
+
+
+def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -> None:
+    info: jupyter.HostInfo | None = None
+
+    def inspect() -> str:
+        nonlocal info
+        info = jupyter.inspect(host, profile, want_port=profile.remote_port)
+        return f"activate and workdir fine; Python {info.python} runs {profile.jupyter}"
+
+    _step(add, "host", inspect)
+    assert info is not None
+    hint = jupyter.LOCAL_INSTALL_HINT if profile.is_local else INSTALL_HINT
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(info.versions.items()) if v)
+    try:
+        flavour = choose(profile.app, info.versions, hint)
+        add(Finding("jupyter", PASS, f"{flavour.label} (--{flavour.prefix}.* flags); {versions}"))
+    except ColabtunnelError as exc:
+        add(Finding("jupyter", FAIL, exc.message, exc.hint))
+    kernel = info.versions.get("ipykernel")
+    add(
+        Finding("ipykernel", PASS, f"ipykernel {kernel}")
+        if kernel
+        else Finding("ipykernel", FAIL, "ipykernel is not installed", "pip install ipykernel")
+    )
+    hazard = jupyter.hazard_error(info, f"on {host.name}")
+    add(
+        Finding("config", FAIL, hazard.message, hazard.hint)
+        if hazard
+        else Finding("config", PASS, "no Jupyter config disables the token")
+    )
+    add(_gpu_finding(info.gpus))
+    add(_port_finding(profile, info))
+    if info.existing and info.existing.alive:
+        state_word = "answering" if info.existing.answering else "NOT answering"
+        add(
+            Finding(
+                "running",
+                PASS if info.existing.answering else WARN,
+                f"a Jupyter from an earlier `up` runs on port {info.existing.port} ({state_word})",
+                None if info.existing.answering else f"colabtunnel down {profile.name}",
+            )
+        )
+
+
+def _gpu_finding(gpus: list[str] | None) -> Finding:
+    if gpus is None:
+        return Finding(
+            "gpus",
+            WARN,
+            "nvidia-smi not found: no NVIDIA GPU visible",
+            "fine for CPU work; otherwise install the NVIDIA driver on the host",
+        )
+    if not gpus:
+        return Finding("gpus", WARN, "nvidia-smi lists no GPU", "check the driver with nvidia-smi")
+    return Finding("gpus", PASS, "; ".join(gpus))
+
+
+def _port_finding(profile: Profile, info: jupyter.HostInfo) -> Finding:
+    if profile.remote_port is None:
+        return Finding("remote-port", PASS, f"auto: port {info.free_port} is free on the host")
+    if info.want_port_free is False:
+        return Finding(
+            "remote-port",
+            FAIL,
+            f"remote_port {profile.remote_port} is in use",
+            'set remote_port = "auto" or free the port',
+        )
+    return Finding("remote-port", PASS, f"remote_port {profile.remote_port} is free")
+
+
+def _probe_checks(name: str, add: Callable[[Finding], None]) -> None:
+    record = state.live(name)
+    if record is None:
+        add(Finding("colab-probe", SKIP, "the tunnel is not up; `up` runs the Colab check itself"))
+        return
+    from colabtunnel import probe
+
+    report = probe.run_probe(f"http://127.0.0.1:{record.local_port}/", record.token)
+    for check in report.checks:
+        add(Finding(f"probe:{check.name}", PASS if check.ok else FAIL, check.detail, check.fix))
