@@ -8,6 +8,7 @@ prefix comes from this table and nowhere else.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from colabtunnel.errors import ColabtunnelError, ConfigError
@@ -63,14 +64,17 @@ INSTALL_HINT = (
 
 
 def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """Leading numeric release: "7.0.0rc2" -> (7, 0, 0); stops at the first non-numeric part."""
     if not text:
         return None
     parts: list[int] = []
     for piece in text.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
+        digits = re.match(r"\d+", piece)
+        if digits is None:
             break
-        parts.append(int(digits))
+        parts.append(int(digits.group()))
+        if digits.end() != len(piece):
+            break
     return tuple(parts) or None
 
 

@@ -7,6 +7,7 @@ with select, honouring half-close (a client that shuts its write side still gets
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import select
 import socket
@@ -42,10 +43,18 @@ def bind_listener(port: int) -> socket.socket:
 
 
 def port_is_free(port: int) -> bool:
+    """Free on 127.0.0.1 and, where IPv6 exists, on ::1: browsers may try `localhost` as ::1."""
     try:
         bind_listener(port).close()
     except PortBusy:
         return False
+    if not socket.has_ipv6:
+        return True
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", port))
+    except OSError as exc:
+        return exc.errno not in (errno.EADDRINUSE, errno.EACCES)
     return True
 
 
@@ -76,6 +85,8 @@ class Forwarder:
 
     def stop(self) -> None:
         self._stopping.set()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # close() alone does not wake accept()
         with contextlib.suppress(OSError):
             self.listener.close()
         with self._lock:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,20 +37,36 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 @dataclass
 class KnownHosts:
-    keys: paramiko.HostKeys
+    # Every (host pattern, key) pair, in file order: OpenSSH accepts any listed key for a host, so
+    # two keys of one type (round-robin login nodes) must both be kept, not the last one.
+    entries: list[tuple[str, paramiko.PKey]]
     revoked: set[bytes]
     files: tuple[Path, ...]
 
-    def lookup(self, name: str) -> dict[str, paramiko.PKey]:
-        found = self.keys.lookup(name)
-        return dict(found) if found is not None else {}
+    def lookup(self, name: str) -> list[paramiko.PKey]:
+        return [key for pattern, key in self.entries if _matches(pattern, name)]
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """A known_hosts host field: plain name, hashed `|1|salt|hash`, or a wildcard pattern."""
+    from paramiko.hostkeys import HostKeys
+
+    if pattern.startswith("|1|"):
+        salt = pattern.split("|")[2]
+        return HostKeys.hash_host(name, salt) == pattern
+    if pattern.startswith("!"):
+        return False  # negations only exclude; without a positive match nothing is accepted
+    if "*" not in pattern and "?" not in pattern:
+        return pattern.lower() == name.lower()
+    # OpenSSH patterns know only * and ?; brackets in `[host]:port` are literal
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, re.IGNORECASE) is not None
 
 
 def load(files: tuple[str, ...] | list[str]) -> KnownHosts:
-    import paramiko
     from paramiko.hostkeys import HostKeyEntry
 
-    keys = paramiko.HostKeys()
+    entries: list[tuple[str, paramiko.PKey]] = []
     revoked: set[bytes] = set()
     paths = tuple(Path(f).expanduser() for f in files)
     for path in paths:
@@ -73,9 +90,8 @@ def load(files: tuple[str, ...] | list[str]) -> KnownHosts:
                 log.debug("%s:%d: skipped (%s)", path, lineno, exc)
                 continue
             if entry is not None and entry.key is not None:
-                for name in entry.hostnames:
-                    keys.add(name, entry.key.get_name(), entry.key)
-    return KnownHosts(keys=keys, revoked=revoked, files=paths)
+                entries.extend((name, entry.key) for name in entry.hostnames)
+    return KnownHosts(entries=entries, revoked=revoked, files=paths)
 
 
 def _note_marker(line: str, revoked: set[bytes], path: Path, lineno: int) -> None:
@@ -115,11 +131,10 @@ def verify(known: KnownHosts, name: str, key: paramiko.PKey, profile: str) -> No
             f"host key for {name} ({fingerprint(key)}) is marked @revoked in known_hosts",
             hint="the host's administrator revoked this key; do not connect",
         )
-    entries = known.lookup(name)
-    stored = entries.get(key.get_name())
-    if stored is not None and stored.asbytes() == key.asbytes():
+    stored = known.lookup(name)
+    if any(k.asbytes() == key.asbytes() for k in stored):
         return
-    if entries:
+    if stored:
         raise ChangedHostKey(name, key, known.files)
     raise UnknownHostKey(name, key, profile)
 

@@ -118,6 +118,11 @@ FIXES: dict[str, str] = {
         "allow_credentials flag. If this is Notebook 6 (classic) it needs --NotebookApp.* flags, "
         'not --ServerApp.*; set app = "notebook" in the profile or let detection run.'
     ),
+    "classic-notebook": (
+        "This server is classic Notebook {version}, which ignores every --ServerApp.* flag: "
+        'it needs --NotebookApp.*. Set app = "notebook" in the profile, or app = "auto" and let '
+        "colabtunnel detect it."
+    ),
     "no-default-kernel": (
         "Jupyter lists no usable default kernel: ipykernel is missing in the host environment. "
         "Run `pip install ipykernel` in the environment the profile activates."
@@ -334,6 +339,21 @@ class _Probe:
         self.mask = _masker(token)
         self.checks: list[Check] = []
         self.session = self._new_session()
+        self.server_version: str | None = None
+
+    @property
+    def classic(self) -> bool:
+        """Classic Notebook (5.x/6.x) reports its own version at /api; jupyter_server 1.x/2.x its."""
+        major = (self.server_version or "").split(".")[0]
+        return major in ("5", "6")
+
+    def learn_version(self) -> None:
+        """Which server this is, for the diagnoses; no check of its own (preflight reports errors)."""
+        try:
+            version = self.request("GET", "api").json().get("version")
+        except (_Unreachable, ValueError, AttributeError):
+            return
+        self.server_version = str(version) if version else None
 
     @property
     def public_url(self) -> str:
@@ -353,7 +373,12 @@ class _Probe:
         return self.path + api_path
 
     def add(self, name: str, ok: bool, detail: str, problems: list[str] | None = None) -> bool:
-        fix = None if ok else (_fix_for(problems or []) or FIXES["unexpected-status"])
+        problems = list(problems or [])
+        if self.classic and {"acao-missing", "credentials-missing"} & set(problems):
+            problems.insert(0, "classic-notebook")  # name the real cause before the symptom
+        fix = None if ok else (_fix_for(problems) or FIXES["unexpected-status"])
+        if fix and self.server_version:
+            fix = fix.replace("{version}", self.server_version)
         self.checks.append(Check(name, ok, self.mask(detail), self.mask(fix) if fix else None))
         return ok
 
@@ -666,6 +691,7 @@ def run_probe(
     """
     probe = _Probe(base_url, token, origin, timeout, code, expect)
     probe.root_url()
+    probe.learn_version()
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("preflight", probe.preflight),
         ("cors-get", probe.cors_get),

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +92,42 @@ def read(profile: str) -> Record | None:
     """The record, or None when absent or unreadable (a corrupted record counts as stale)."""
     path = _record_path(profile)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        known = {f.name for f in fields(Record)}
-        return Record(**{k: v for k, v in data.items() if k in known})
+        return _from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as exc:
         log.warning("state record %s is unreadable (%s); treating it as stale", path, exc)
         remove(profile)
         return None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "profile": (str,),
+    "keeper_pid": (int,),
+    "keeper_started": (int, float),
+    "host": (str,),
+    "local_port": (int,),
+    "remote_port": (int,),
+    "token": (str,),
+    "flavour": (str,),
+    "started_at": (int, float),
+    "health": (str,),
+    "foreground": (bool,),
+    "schema_version": (int,),
+}
+
+
+def _from_json(data: object) -> Record:
+    """A Record from parsed JSON; anything malformed raises TypeError (the record is stale)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a record must be a JSON object, not {type(data).__name__}")
+    values = {k: v for k, v in data.items() if k in _TYPES}
+    for key, value in values.items():
+        if not isinstance(value, _TYPES[key]) or (
+            isinstance(value, bool) and bool not in _TYPES[key]
+        ):
+            raise TypeError(f"{key} has the wrong type")
+    return Record(**values)
 
 
 def remove(profile: str) -> None:
