@@ -172,7 +172,12 @@ def _listens(pid: int, port: int) -> bool:
 
 
 def _start(
-    tmp_path: Path, app: str, token: str, colab_flags: bool, extra_args: list[str] | None
+    tmp_path: Path,
+    app: str,
+    token: str,
+    colab_flags: bool,
+    extra_args: list[str] | None,
+    python: Path | None = None,
 ) -> JupyterServer:
     """Start Jupyter once and return it when it answers on its own port; raise on failure."""
     root = tmp_path / "notebooks"
@@ -180,6 +185,8 @@ def _start(
     env = build_env(tmp_path, token)
     port = free_port()
     argv = build_argv(app, port, root, colab_flags=colab_flags, extra_args=extra_args)
+    if python is not None:
+        _use_python(argv, env, Path(python))
     log_path = tmp_path / f"jupyter-{app}-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -217,6 +224,20 @@ def _start(
     return server
 
 
+def _use_python(argv: list[str], env: dict[str, str], python: Path) -> None:
+    """Run Jupyter with another environment's `python` (e.g. a virtualenv's bin/python).
+
+    Its bin directory goes first on PATH so `jupyter <app>` resolves that environment's
+    `jupyter-<app>` (jupyter_core looks on PATH before its own scripts directory), and this
+    project's PYTHONPATH is dropped so nothing of the test environment leaks into it.
+    """
+    argv[0] = str(python)
+    env["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", os.defpath)])
+    env["VIRTUAL_ENV"] = str(python.parent.parent)
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONHOME", None)
+
+
 class _PortTaken(RuntimeError):
     """Someone else bound the free port between our check and Jupyter's bind."""
 
@@ -229,17 +250,19 @@ def running_jupyter(
     extra_args: list[str] | None = None,
     colab_flags: bool = True,
     app: str = "server",
+    python: Path | None = None,
 ) -> Iterator[JupyterServer]:
     """Run `python -m jupyter <app>` until the block exits; yield a JupyterServer once /api answers.
 
     `token=""` leaves JUPYTER_TOKEN unset (pass e.g. `--IdentityProvider.token=` in extra_args to
     run without auth). Config files for the server go in `config_dir(tmp_path)`. Raises
-    RuntimeError with the (token-masked) log tail when Jupyter does not come up.
+    RuntimeError with the (token-masked) log tail when Jupyter does not come up. `python` runs the
+    server with another environment's interpreter (a virtualenv's bin/python) instead of this one.
     """
     tmp_path = Path(tmp_path)
     for attempt in range(3):
         try:
-            server = _start(tmp_path, app, token, colab_flags, extra_args)
+            server = _start(tmp_path, app, token, colab_flags, extra_args, python)
             break
         except _PortTaken:
             if attempt == 2:
