@@ -220,6 +220,20 @@ def trust(
 
 
 @app.command()
+def logs(
+    profile: ProfileArg,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="How many last lines.")] = 50,
+) -> None:
+    """The remote Jupyter's log (tokens masked)."""
+    from colabtunnel.commands import logs as cmd
+
+    _run(lambda: cmd.logs(profile, lines, follow, print, output.Progress(quiet=True)))
+
+
+@app.command()
 def doctor(profile: ProfileArg, json_out: JsonOpt = False) -> None:
     """Pre-flight checks, each with pass/fail and the fix. Starts nothing."""
     from colabtunnel.commands import doctor as cmd

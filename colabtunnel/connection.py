@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,19 @@ class Connection:
         finally:
             channel.close()
         return RunResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def stream(self, command: str, stdin: bytes, sink: Callable[[bytes], None]) -> int:
+        """Run `command`, passing its stdout to `sink` as it arrives (for `logs -f`)."""
+        channel = self.transport.open_session(timeout=CONNECT_TIMEOUT)
+        try:
+            channel.exec_command(command)
+            channel.sendall(stdin)
+            channel.shutdown_write()
+            while chunk := channel.recv(65536):
+                sink(chunk)
+            return channel.recv_exit_status()
+        finally:
+            channel.close()
 
     def open_forward(self, port: int, origin: tuple[str, int]) -> paramiko.Channel:
         """A direct-tcpip channel to 127.0.0.1:`port` on the host."""

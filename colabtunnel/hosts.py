@@ -7,6 +7,7 @@ Both run a bash script fed on stdin (so no secret ever sits in a command line) a
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from typing import Protocol
 
 from colabtunnel.connection import Connection, RunResult
@@ -23,6 +24,8 @@ class Host(Protocol):
 
     def run_script(self, script: str, timeout: float) -> RunResult: ...
 
+    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int: ...
+
 
 class SSHHost:
     is_local = False
@@ -33,6 +36,9 @@ class SSHHost:
 
     def run_script(self, script: str, timeout: float) -> RunResult:
         return self.connection.run(SCRIPT_COMMAND, stdin=script.encode(), timeout=timeout)
+
+    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int:
+        return self.connection.stream(SCRIPT_COMMAND, script.encode(), sink)
 
 
 class LocalHost:
@@ -56,3 +62,14 @@ class LocalHost:
             done.stdout.decode(errors="replace"),
             done.stderr.decode(errors="replace"),
         )
+
+    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int:
+        with subprocess.Popen(
+            ["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        ) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(script.encode())
+            proc.stdin.close()
+            while chunk := proc.stdout.read1(65536):
+                sink(chunk)
+            return proc.wait()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,5 +249,30 @@ def stop(host: Host, profile: Profile) -> bool:
 
 
 def log_tail(host: Host, profile: Profile, lines: int = 50) -> str:
-    script = render(remote_scripts.LOG_TAIL, profile=quote(profile.name), lines=lines)
+    script = render(remote_scripts.LOG_TAIL, profile=quote(profile.name), lines=lines, follow="")
     return mask(host.run_script(script, INSPECT_TIMEOUT).stdout.rstrip())
+
+
+def stream_log(
+    host: Host, profile: Profile, lines: int, follow: bool, sink: Callable[[str], None]
+) -> int:
+    """Pass the log's last `lines` lines (and, with `follow`, new ones) to `sink`, masked, per line."""
+    script = render(
+        remote_scripts.LOG_TAIL,
+        profile=quote(profile.name),
+        lines=lines,
+        follow="-F" if follow else "",
+    )
+    pending = b""
+
+    def feed(chunk: bytes) -> None:
+        nonlocal pending
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            sink(mask(line.decode(errors="replace")))
+
+    code = host.stream_script(script, feed)
+    if pending:
+        sink(mask(pending.decode(errors="replace")))
+    return code

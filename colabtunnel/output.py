@@ -10,9 +10,10 @@ JSON_SCHEMA_VERSION = 1
 
 BROWSER_STEPS = (
     "In Colab: Connect ▸ Connect to a local runtime, paste the URL above, press Connect.",
-    "Chrome 142+ asks whether colab.research.google.com may access your local network: click Allow. "
-    "If you once clicked Block, re-enable it at chrome://settings/content/localNetworkAccess "
-    "(or the site's padlock ▸ Site settings ▸ Local network access).",
+    "Chrome 142+ asks whether colab.research.google.com may reach apps on this device "
+    "(local network access): click Allow. Clicked Block once? Open colab.research.google.com's "
+    "padlock ▸ Site settings and allow it again (newer Chrome: chrome://settings/content/loopbackNetwork, "
+    '"Apps on device"; earlier builds: "Local network access").',
 )
 
 

@@ -277,7 +277,8 @@ ct_result "{\"ok\": true, \"was_running\": true, \"killed\": $killed}"
 
 LOG_TAIL = r"""
 RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
-tail -n {lines} "$RUN_DIR/jupyter.log" 2>/dev/null
+[ -f "$RUN_DIR/jupyter.log" ] || { echo "no Jupyter log for this profile on the host" >&2; exit 3; }
+exec tail -n {lines} {follow} "$RUN_DIR/jupyter.log"
 """
 
 

@@ -77,7 +77,7 @@ class Tunnel:
     def open(self) -> Opened:
         listener = None if self.profile.is_local else self._bind_local()
         try:
-            self.host = self._connect()
+            self.host = self.connect_host()
             server, replaced = self._ensure_server()
             if listener is not None:
                 self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
@@ -116,7 +116,7 @@ class Tunnel:
                 self.reporter.note(f"port {port} is taken now; the URL gets a new port")
         return forwarder.bind_listener(forwarder.pick_local_port(None))
 
-    def _connect(self) -> Host:
+    def connect_host(self) -> Host:
         if self.profile.is_local:
             return LocalHost()
         from colabtunnel import connection, sshconfig

@@ -1,7 +1,8 @@
-"""Install the system packages the test suite needs (OpenSSH server), when they are missing.
+"""Install the system packages the test suite needs (OpenSSH, Chromium), when they are missing.
 
 Run by the README's test command before pytest. As root it uses apt-get; otherwise it says exactly
-what to install and exits 1, so a developer never gets a suite that silently skips SSH.
+what to install and exits 1, so a developer never gets a suite that silently skips SSH or the
+browser test.
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGES = {"openssh-server": Path("/usr/sbin/sshd"), "openssh-client": Path("/usr/bin/ssh-keygen")}
+PACKAGES = {
+    "openssh-server": Path("/usr/sbin/sshd"),
+    "openssh-client": Path("/usr/bin/ssh-keygen"),
+    "chromium": Path("/usr/bin/chromium"),
+}
+# Why each package is needed, for the message a non-root developer gets.
+PURPOSE = {
+    "openssh-server": "a real sshd plays the GPU host",
+    "openssh-client": "a real sshd plays the GPU host",
+    "chromium": "headless Chromium plays Colab's page in tests/test_browser.py",
+}
 
 
 def missing() -> list[str]:
@@ -25,7 +36,8 @@ def main() -> int:
         return 0
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
         print(
-            f"the tests need {', '.join(needed)} (a real sshd plays the GPU host).\n"
+            f"the tests need {', '.join(needed)} "
+            f"({'; '.join(sorted({PURPOSE[pkg] for pkg in needed}))}).\n"
             f"install it, e.g.: sudo apt-get install -y {' '.join(needed)}",
             file=sys.stderr,
         )

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -274,3 +275,21 @@ def test_busy_remote_port(env: Env) -> None:
         assert not remote_jupyters(env)
         data = json.loads(env.run("up", PROFILE, "--json", check=True).stdout)
         assert data["tunnel"]["remote_port"] != busy
+
+
+def test_logs_shows_the_remote_jupyter_log_masked(env: Env) -> None:
+    missing = env.run("logs", PROFILE)
+    assert missing.returncode == 1 and "no Jupyter log" in missing.stderr
+    _, _, token = up(env)
+    done = env.run("logs", PROFILE, "-n", "200", check=True)
+    assert "Jupyter" in done.stdout or "jupyter" in done.stdout
+    assert token not in done.stdout
+    follow = env.popen("logs", PROFILE, "-f", "-n", "1")
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline()  # one existing line arrives, then it keeps following
+        time.sleep(0.5)
+        assert follow.poll() is None
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(15)

@@ -67,7 +67,7 @@ def _stop_remote_directly(name: str, reporter: Reporter) -> str | None:
     reporter.step(f"stopping Jupyter for {name} (its keeper is gone)")
     tunnel = Tunnel(profile, UpOptions(probe=False), reporter)
     try:
-        tunnel.host = tunnel._connect()
+        tunnel.host = tunnel.connect_host()
         tunnel.close(stop_remote=True)
     except ColabtunnelError as exc:
         tunnel.close(stop_remote=False)

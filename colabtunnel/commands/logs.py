@@ -1,0 +1,25 @@
+"""`colabtunnel logs PROFILE [-f] [-n N]`: the remote Jupyter's log, tokens masked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from colabtunnel import jupyter
+from colabtunnel.errors import ColabtunnelError
+from colabtunnel.profiles import get_profile
+from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
+
+
+def logs(
+    name: str, lines: int, follow: bool, sink: Callable[[str], None], reporter: Reporter
+) -> None:
+    tunnel = Tunnel(get_profile(name), UpOptions(probe=False), reporter)
+    try:
+        host = tunnel.connect_host()
+        if jupyter.stream_log(host, tunnel.profile, lines, follow, sink) == 3:
+            raise ColabtunnelError(
+                f"no Jupyter log for {name!r} on {host.name}",
+                hint=f"it appears once `colabtunnel up {name}` has started Jupyter",
+            )
+    finally:
+        tunnel.close(stop_remote=False)
