@@ -96,9 +96,8 @@ FIXES: dict[str, str] = {
         "`colabtunnel down` then `colabtunnel up`."
     ),
     "acao-missing": (
-        "Jupyter did not send Access-Control-Allow-Origin: the allow_origin setting was not "
-        "applied. If this is Notebook 6 (classic) it needs --NotebookApp.allow_origin, not "
-        '--ServerApp.*; set app = "notebook" in the profile or let detection run.'
+        "Jupyter did not send Access-Control-Allow-Origin: allow_origin is not set, or set under "
+        "a flag prefix this Jupyter ignores."
     ),
     "acao-star": (
         "Jupyter sent Access-Control-Allow-Origin: * . Browsers reject '*' on credentialed "
@@ -114,14 +113,19 @@ FIXES: dict[str, str] = {
         f"to something else (a host config or extra argument?). It must be exactly {COLAB_ORIGIN}."
     ),
     "credentials-missing": (
-        "Jupyter did not send Access-Control-Allow-Credentials: true: it ignored the "
-        "allow_credentials flag. If this is Notebook 6 (classic) it needs --NotebookApp.* flags, "
-        'not --ServerApp.*; set app = "notebook" in the profile or let detection run.'
+        "Jupyter did not send Access-Control-Allow-Credentials: true: allow_credentials is not "
+        "set, or set under a flag prefix this Jupyter ignores; Colab's credentialed requests fail "
+        "without it."
     ),
     "classic-notebook": (
         "This server is classic Notebook {version}, which ignores every --ServerApp.* flag: "
         'it needs --NotebookApp.*. Set app = "notebook" in the profile, or app = "auto" and let '
         "colabtunnel detect it."
+    ),
+    "server-family": (
+        "This server is jupyter_server {version}: it reads --ServerApp.* flags and ignores "
+        "--NotebookApp.* ones (unless notebook 7 or jupyterlab is installed beside it). Pass "
+        "--ServerApp.allow_origin and --ServerApp.allow_credentials, or let colabtunnel start it."
     ),
     "no-default-kernel": (
         "Jupyter lists no usable default kernel: ipykernel is missing in the host environment. "
@@ -374,8 +378,9 @@ class _Probe:
 
     def add(self, name: str, ok: bool, detail: str, problems: list[str] | None = None) -> bool:
         problems = list(problems or [])
-        if self.classic and {"acao-missing", "credentials-missing"} & set(problems):
-            problems.insert(0, "classic-notebook")  # name the real cause before the symptom
+        if self.server_version and {"acao-missing", "credentials-missing"} & set(problems):
+            # name the real cause, which depends on the flavour, before the symptom
+            problems.insert(0, "classic-notebook" if self.classic else "server-family")
         fix = None if ok else (_fix_for(problems) or FIXES["unexpected-status"])
         if fix and self.server_version:
             fix = fix.replace("{version}", self.server_version)
