@@ -94,9 +94,9 @@ def up(
     from colabtunnel.commands import up as cmd
 
     progress = output.Progress()
-    kwargs: dict[str, Any] = dict(
-        accept_new=accept_new, timeout=timeout, local_port=local_port, remote_port=remote_port
-    )
+    prompter = output.TerminalPrompter()
+    request = cmd.UpRequest(profile, accept_new, timeout, local_port, remote_port)
+    json_command = "up" if json_out else None
     if foreground:
 
         def ready(record: Any) -> None:
@@ -106,13 +106,10 @@ def up(
             )
 
         _run(
-            lambda: cmd.up_foreground(profile, progress, ready, **kwargs),
-            json_command="up" if json_out else None,
+            lambda: cmd.up_foreground(request, progress, prompter, ready), json_command=json_command
         )
         return
-    result = _run(
-        lambda: cmd.up(profile, progress, **kwargs), json_command="up" if json_out else None
-    )
+    result = _run(lambda: cmd.up(request, progress, prompter), json_command=json_command)
     _render_up(result.record, reused=result.reused, json_out=json_out)
 
 
@@ -147,7 +144,7 @@ def down(
     """Stop the tunnel(s) and the remote Jupyter."""
     from colabtunnel.commands import down as cmd
 
-    results = _run(lambda: cmd.down(profiles or [], output.Progress()))
+    results = _run(lambda: cmd.down(profiles or [], output.Progress(), output.TerminalPrompter()))
     if not any(r.was_up for r in results):
         print("nothing was running", file=sys.stderr)
     for result in results:
@@ -207,16 +204,11 @@ def trust(
             )
         return typer.confirm(question, default=False)
 
-    result = _run(lambda: cmd.trust(profile, confirm))
-    if result.already_known:
-        print(f"{result.name} is already trusted ({result.key_type} {result.fingerprint})")
-    elif result.added:
-        print(
-            f"added {result.name} ({result.key_type} {result.fingerprint}) to {result.known_hosts}"
-        )
-    else:
-        print("not trusted; nothing changed", file=sys.stderr)
-        raise typer.Exit(EXIT_RUNTIME)
+    for key in _run(lambda: cmd.trust(profile, confirm, output.TerminalPrompter())):
+        if key.already_known:
+            print(f"{key.name} is already trusted ({key.key_type} {key.fingerprint})")
+        else:
+            print(f"added {key.name} ({key.key_type} {key.fingerprint}) to {key.known_hosts}")
 
 
 @app.command()
@@ -230,7 +222,11 @@ def logs(
     """The remote Jupyter's log (tokens masked)."""
     from colabtunnel.commands import logs as cmd
 
-    _run(lambda: cmd.logs(profile, lines, follow, print, output.Progress(quiet=True)))
+    _run(
+        lambda: cmd.logs(
+            profile, lines, follow, print, output.Progress(quiet=True), output.TerminalPrompter()
+        )
+    )
 
 
 @app.command()
@@ -238,7 +234,10 @@ def doctor(profile: ProfileArg, json_out: JsonOpt = False) -> None:
     """Pre-flight checks, each with pass/fail and the fix. Starts nothing."""
     from colabtunnel.commands import doctor as cmd
 
-    report = _run(lambda: cmd.doctor(profile), json_command="doctor" if json_out else None)
+    report = _run(
+        lambda: cmd.doctor(profile, output.TerminalPrompter()),
+        json_command="doctor" if json_out else None,
+    )
     if json_out:
         output.emit_json("doctor", **report.to_dict())
     else:
@@ -249,6 +248,38 @@ def doctor(profile: ProfileArg, json_out: JsonOpt = False) -> None:
                 print(f"      {'':<22} fix: {finding.fix}")
     if not report.ok:
         raise typer.Exit(EXIT_RUNTIME)
+
+
+secret_app = typer.Typer(help="The SSH password or key passphrase, in the OS keyring.")
+app.add_typer(secret_app, name="secret")
+PassphraseOpt = Annotated[
+    bool, typer.Option("--passphrase", help="The identity file's passphrase, not the password.")
+]
+
+
+@secret_app.command("set")
+def secret_set(profile: ProfileArg, passphrase: PassphraseOpt = False) -> None:
+    """Store it (asked on the terminal, or one line read from stdin)."""
+    from colabtunnel.commands import secret as cmd
+
+    what = "key passphrase" if passphrase else "SSH password"
+    if sys.stdin.isatty():
+        import getpass
+
+        value: str | None = getpass.getpass(f"{what} for {profile}: ")
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    _run(lambda: cmd.set_secret(profile, passphrase, value))
+    print(f"stored the {what} for {profile} in the keyring", file=sys.stderr)
+
+
+@secret_app.command("delete")
+def secret_delete(profile: ProfileArg, passphrase: PassphraseOpt = False) -> None:
+    """Remove it from the keyring."""
+    from colabtunnel.commands import secret as cmd
+
+    removed = _run(lambda: cmd.delete_secret(profile, passphrase))
+    print("removed" if removed else "nothing was stored", file=sys.stderr)
 
 
 profiles_app = typer.Typer(help="Show the saved profiles.", no_args_is_help=True)

@@ -12,11 +12,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from colabtunnel import hostkeys
+from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.redact import mask
 
 if TYPE_CHECKING:
     import paramiko
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("colabtunnel")
 
 CONNECT_TIMEOUT = 15.0
-DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,19 @@ class RunResult:
 class Connection:
     """An authenticated transport to one host."""
 
-    def __init__(self, transport: paramiko.Transport, target: SSHTarget) -> None:
+    def __init__(
+        self,
+        transport: paramiko.Transport,
+        target: SSHTarget,
+        hops: list[paramiko.Transport] | None = None,
+    ) -> None:
         self.transport = transport
         self.target = target
+        self.hops = hops or []  # jump hosts' transports, outermost first
 
     @property
     def alive(self) -> bool:
-        return self.transport.is_active()
+        return self.transport.is_active() and all(t.is_active() for t in self.hops)
 
     def run(self, command: str, stdin: bytes = b"", timeout: float = 60.0) -> RunResult:
         """Run `command` on the host (through the login shell), feed `stdin`, collect output.
@@ -90,7 +95,8 @@ class Connection:
         )
 
     def close(self) -> None:
-        self.transport.close()
+        for transport in [self.transport, *reversed(self.hops)]:
+            transport.close()
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
@@ -110,64 +116,132 @@ def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
     return bytes(out), bytes(err)
 
 
+class Unreachable(ColabtunnelError):
+    """No SSH session could be set up with a hop: DNS, refused, timeout, not SSH."""
+
+
+HostKeyCheck = Callable[["paramiko.Transport", "SSHTarget", bool], None]
+
+
 def connect(
-    target: SSHTarget, profile: str, *, accept_new: bool = False, keepalive: int = 15
+    target: SSHTarget,
+    profile: str,
+    *,
+    accept_new: bool = False,
+    keepalive: int = 15,
+    creds: Credentials | None = None,
 ) -> Connection:
-    """Open, verify and authenticate a connection to `target`. Raise ColabtunnelError with the fix."""
-    transport = handshake(target)
-    try:
-        check_host_key(transport, target, profile, accept_new=accept_new)
-        authenticate(transport, target)
-        transport.set_keepalive(keepalive)
-    except BaseException:
-        transport.close()
-        raise
+    """Open, verify and authenticate a connection to `target`, through its jump hosts if any.
+
+    Each hop is its own SSH session over a direct-tcpip channel of the previous one, with its own
+    host-key check and login. Errors name the hop that failed.
+    """
+    creds = creds or Credentials(profile)
+
+    def verify(transport: paramiko.Transport, hop: SSHTarget, is_target: bool) -> None:
+        check_host_key(transport, hop, profile, accept_new=accept_new)
+
+    transports = walk(target, profile, verify, creds, keepalive=keepalive, login_target=True)
     log.info("connected to %s@%s:%d", target.user, target.hostname, target.port)
-    return Connection(transport, target)
+    return Connection(transports[-1], target, transports[:-1])
+
+
+def walk(
+    target: SSHTarget,
+    profile: str,
+    verify: HostKeyCheck,
+    creds: Credentials,
+    *,
+    keepalive: int = 15,
+    login_target: bool,
+) -> list[paramiko.Transport]:
+    """Handshake, verify (and log in to) each hop in turn; return their transports, target last."""
+    from colabtunnel import sshconfig
+    from colabtunnel.auth import authenticate
+
+    hops = sshconfig.jump_targets(target)
+    transports: list[paramiko.Transport] = []
+    try:
+        for index, hop in enumerate([*hops, target]):
+            is_target = index == len(hops)
+            label = (
+                ""
+                if is_target
+                else f"jump host {index + 1} ({hop.user}@{hop.hostname}:{hop.port}): "
+            )
+            try:
+                sock = _hop_socket(transports[-1], hop) if transports else _open_socket(hop)
+                transports.append(_start(sock, hop))
+                verify(transports[-1], hop, is_target)
+                if is_target and not login_target:
+                    break
+                authenticate(transports[-1], hop, creds)
+                transports[-1].set_keepalive(keepalive)
+            except ColabtunnelError as exc:
+                exc.message = label + exc.message
+                exc.args = (exc.message,)
+                raise
+    except BaseException:
+        for transport in reversed(transports):
+            transport.close()
+        raise
+    return transports
 
 
 def handshake(target: SSHTarget) -> paramiko.Transport:
-    """TCP connect and SSH key exchange; nothing verified or authenticated yet."""
+    """TCP connect and SSH key exchange with a directly reachable host; nothing verified yet."""
+    return _start(_open_socket(target), target)
+
+
+def _start(sock: Any, target: SSHTarget) -> paramiko.Transport:
     import paramiko
 
-    if target.proxy_jump:
-        # Connecting directly would silently bypass the bastion the user configured.
-        raise ColabtunnelError(
-            f"{target.alias} needs ProxyJump {target.proxy_jump!r}, which this version cannot use yet",
-            hint='set jump = "none" in the profile if the host is reachable directly',
-        )
-    transport = paramiko.Transport(_open_socket(target))
+    transport = paramiko.Transport(sock)
     try:
         transport.start_client(timeout=CONNECT_TIMEOUT)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
-        raise ColabtunnelError(
+        raise Unreachable(
             f"SSH handshake with {target.hostname}:{target.port} failed: {exc}",
             hint="is that port an SSH server? try `ssh -v` with the same host and port",
         ) from exc
     return transport
 
 
+def _hop_socket(via: paramiko.Transport, hop: SSHTarget) -> paramiko.Channel:
+    import paramiko
+
+    try:
+        return via.open_channel(
+            "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=CONNECT_TIMEOUT
+        )
+    except (paramiko.ChannelException, paramiko.SSHException, EOFError) as exc:
+        raise Unreachable(
+            f"the previous jump host could not connect to {hop.hostname}:{hop.port} ({exc})",
+            hint="check that host name and port from the jump host (`ssh -J` with the same chain)",
+        ) from exc
+
+
 def _open_socket(target: SSHTarget) -> socket.socket:
     try:
         sock = socket.create_connection((target.hostname, target.port), timeout=CONNECT_TIMEOUT)
     except socket.gaierror as exc:
-        raise ColabtunnelError(
+        raise Unreachable(
             f"cannot resolve host name {target.hostname!r}: {exc.strerror}",
             hint="check `host` in the profile (or HostName in ~/.ssh/config) and your DNS/VPN",
         ) from exc
     except ConnectionRefusedError as exc:
-        raise ColabtunnelError(
+        raise Unreachable(
             f"connection to {target.hostname}:{target.port} refused",
             hint="is sshd running there, and is the port right (profile `port` or ssh_config Port)?",
         ) from exc
     except TimeoutError as exc:
-        raise ColabtunnelError(
+        raise Unreachable(
             f"connection to {target.hostname}:{target.port} timed out after {CONNECT_TIMEOUT:.0f} s",
             hint="the host is unreachable from here: check VPN, firewall, or whether you need `jump`",
         ) from exc
     except OSError as exc:
-        raise ColabtunnelError(
+        raise Unreachable(
             f"cannot connect to {target.hostname}:{target.port}: {exc.strerror or exc}",
             hint="check the host name, port and your network",
         ) from exc
@@ -196,84 +270,3 @@ def check_host_key(
         log.warning(
             "added %s %s to %s", name, hostkeys.fingerprint(key), target.known_hosts_files[0]
         )
-
-
-def fetch_host_key(target: SSHTarget) -> paramiko.PKey:
-    """Handshake only, to learn the key `trust` will show. Nothing is authenticated."""
-    transport = handshake(target)
-    try:
-        return transport.get_remote_server_key()
-    finally:
-        transport.close()
-
-
-def authenticate(transport: paramiko.Transport, target: SSHTarget) -> None:
-    """Try each method in OpenSSH's order until one is accepted.
-
-    Methods are a list so passphrase-protected keys, passwords and keyboard-interactive slot in here.
-    """
-    import paramiko
-
-    tried: list[str] = []
-    for label, key in _candidate_keys(target):
-        tried.append(label)
-        try:
-            transport.auth_publickey(target.user, key)
-        except paramiko.AuthenticationException:
-            continue
-        except paramiko.SSHException as exc:
-            raise ColabtunnelError(f"authentication failed: {mask(str(exc))}") from exc
-        if transport.is_authenticated():
-            log.info("authenticated as %s with %s", target.user, label)
-            return
-    what = ", ".join(tried) if tried else "no agent keys and no identity files"
-    raise ColabtunnelError(
-        f"{target.user}@{target.hostname} refused every key (tried: {what})",
-        hint="set `identity_file` in the profile, load the key into ssh-agent, or check "
-        "~/.ssh/authorized_keys on the host",
-    )
-
-
-def _candidate_keys(target: SSHTarget) -> list[tuple[str, paramiko.PKey]]:
-    import paramiko
-
-    keys: list[tuple[str, paramiko.PKey]] = []
-    if not target.identities_only:
-        try:
-            for agent_key in paramiko.Agent().get_keys():
-                keys.append((f"agent key {hostkeys.fingerprint(agent_key)}", agent_key))
-        except paramiko.SSHException as exc:
-            log.debug("ssh-agent unavailable: %s", exc)
-    files = list(target.identity_files) or [
-        str(Path(p).expanduser()) for p in DEFAULT_KEY_FILES if Path(p).expanduser().exists()
-    ]
-    for name in files:
-        keys.append((name, _load_key_file(Path(name).expanduser())))
-    return keys
-
-
-def _load_key_file(path: Path) -> paramiko.PKey:
-    import paramiko
-
-    try:
-        return paramiko.PKey.from_path(path)
-    except FileNotFoundError as exc:
-        raise ColabtunnelError(
-            f"identity file {path} does not exist",
-            hint="fix `identity_file` in the profile (or IdentityFile in ~/.ssh/config)",
-        ) from exc
-    except PermissionError as exc:
-        raise ColabtunnelError(
-            f"identity file {path} is not readable", hint="check its permissions"
-        ) from exc
-    except paramiko.PasswordRequiredException as exc:
-        raise ColabtunnelError(
-            f"identity file {path} is encrypted and no passphrase is available",
-            hint="load it into ssh-agent (`ssh-add`), or store the passphrase with "
-            "`colabtunnel secret set PROFILE --passphrase`",
-        ) from exc
-    except (paramiko.SSHException, ValueError) as exc:
-        raise ColabtunnelError(
-            f"cannot read identity file {path}: {exc}",
-            hint="is it an OpenSSH private key (not the .pub)?",
-        ) from exc

@@ -20,8 +20,10 @@ from dataclasses import asdict
 from typing import IO, Any
 
 from colabtunnel import paths, state
+from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.logs import setup_file_logging
+from colabtunnel.output import confirm
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 log = logging.getLogger("colabtunnel")
@@ -31,11 +33,42 @@ class Terminated(Exception):
     """SIGTERM (from `down`, or `up` being interrupted) reached the keeper."""
 
 
+class Released(Exception):
+    """SIGUSR1: a new keeper takes over; leave the remote Jupyter running."""
+
+
+RELEASE_WAIT_S = 30.0
+
+
+def release(record: state.Record) -> None:
+    """Make a live keeper let go of its tunnel without stopping the remote Jupyter."""
+    import time
+
+    if not hasattr(signal, "SIGUSR1"):
+        raise ColabtunnelError(
+            "handing a tunnel to a new login is not supported on this platform",
+            hint=f"run `colabtunnel down {record.profile}` and `up` again (kernels restart)",
+        )
+    os.kill(record.keeper_pid, signal.SIGUSR1)
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while state.keeper_alive(record):
+        if time.monotonic() > deadline:
+            raise ColabtunnelError(
+                f"the keeper of {record.profile} (pid {record.keeper_pid}) did not let go",
+                hint=f"run `colabtunnel down {record.profile}`",
+            )
+        time.sleep(0.05)
+
+
 # -- the parent side ---------------------------------------------------------------------------
 
 
 def spawn(
-    profile: str, overrides: dict[str, Any], options: UpOptions, reporter: Reporter
+    profile: str,
+    overrides: dict[str, Any],
+    options: UpOptions,
+    reporter: Reporter,
+    prompter: Prompter | None,
 ) -> state.Record:
     """Start a keeper for `profile` and relay its progress until it is ready. Return its record."""
     log_file = paths.private_dir(paths.log_dir()) / f"{profile}.log"
@@ -56,7 +89,7 @@ def spawn(
     try:
         child.stdin.write(json.dumps(orders).encode() + b"\n")
         child.stdin.flush()
-        return _relay(child, child.stdout, reporter, log_file)
+        return _relay(child, reporter, prompter, log_file)
     except BaseException:
         _terminate(child)
         raise
@@ -73,12 +106,19 @@ def _detach_flags() -> dict[str, Any]:
 
 
 def _relay(
-    child: subprocess.Popen[bytes], events: IO[bytes], reporter: Reporter, log_file: object
+    child: subprocess.Popen[bytes], reporter: Reporter, prompter: Prompter | None, log_file: object
 ) -> state.Record:
-    for raw in events:
+    assert child.stdin is not None and child.stdout is not None
+    for raw in child.stdout:
         event = json.loads(raw)
         kind = event.get("type")
-        if kind == "step":
+        if kind == "prompt":
+            # The keeper has no terminal: the question is asked here and the answer goes back
+            # on its stdin, the same pipe as its orders (never argv or the environment).
+            answer = prompter.ask(event["prompt"], event["echo"]) if prompter else None
+            child.stdin.write(json.dumps({"answer": answer}).encode() + b"\n")
+            child.stdin.flush()
+        elif kind == "step":
             reporter.step(event["message"])
         elif kind == "note":
             reporter.note(event["message"])
@@ -112,8 +152,16 @@ def _terminate(child: subprocess.Popen[bytes]) -> None:
 
 
 class _PipeReporter:
-    def __init__(self, out: IO[str]) -> None:
+    """Progress and questions for `up`, as JSON lines on stdout; answers come back on stdin."""
+
+    def __init__(self, out: IO[str], answers: IO[str]) -> None:
         self.out = out
+        self.answers = answers
+
+    def ask(self, prompt: str, echo: bool) -> str | None:
+        self.send(type="prompt", prompt=prompt, echo=echo)
+        line = self.answers.readline()
+        return json.loads(line).get("answer") if line else None
 
     def send(self, **event: Any) -> None:
         self.out.write(json.dumps(event) + "\n")
@@ -132,6 +180,10 @@ def _on_term(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _on_release(signum: int, frame: object) -> None:
+    raise Released
+
+
 def main() -> int:
     """Entry point of `colabtunnel _keeper`."""
     from colabtunnel.profiles import get_profile, with_overrides
@@ -139,15 +191,20 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, _on_release)
     orders = json.loads(sys.stdin.readline())
     name = orders["profile"]
     setup_file_logging(name)
-    reporter = _PipeReporter(sys.stdout)
+    reporter = _PipeReporter(sys.stdout, sys.stdin)
     tunnel: Tunnel | None = None
     try:
         profile = with_overrides(get_profile(name), **orders["overrides"])
-        tunnel = Tunnel(profile, UpOptions(**orders["options"]), reporter)
+        creds = Credentials(name, prompter=reporter)
+        tunnel = Tunnel(profile, UpOptions(**orders["options"]), reporter, creds)
         tunnel.open()
+        creds.offer_to_save(lambda question: confirm(reporter, question))
+        creds.prompter = None  # from here on nobody can answer: a one-time code means needs-login
         record = tunnel.record(os.getpid(), foreground=False)
         state.write(record)
         reporter.send(type="ready", record=asdict(record))
@@ -191,12 +248,16 @@ def _serve(tunnel: Tunnel, record: state.Record) -> int:
         record.health = health
         state.write(record)
 
+    stop_remote = True
     try:
         tunnel.serve(stop, on_health)
     except Terminated:
         log.info("stopping (SIGTERM)")
+    except Released:
+        log.info("handing the tunnel to a new keeper (SIGUSR1); Jupyter stays up")
+        stop_remote = False
     finally:
-        stopped = tunnel.close(stop_remote=True)
+        stopped = tunnel.close(stop_remote=stop_remote)
         log.info("remote Jupyter stopped: %s", stopped)
         current = state.read(record.profile)
         if current is not None and current.keeper_pid == os.getpid():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from colabtunnel.credentials import Prompter
 
 JSON_SCHEMA_VERSION = 1
 
@@ -53,3 +56,22 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class TerminalPrompter:
+    """Asks on the terminal; says None (nobody to ask) when stdin is not one."""
+
+    def ask(self, prompt: str, echo: bool) -> str | None:
+        if not sys.stdin.isatty():
+            return None
+        import getpass
+
+        try:
+            return input(prompt) if echo else getpass.getpass(prompt)
+        except EOFError:
+            return None
+
+
+def confirm(prompter: Prompter | None, question: str) -> bool:
+    answer = prompter.ask(f"{question} [y/N] ", True) if prompter else None
+    return (answer or "").strip().lower() in ("y", "yes")

@@ -380,3 +380,36 @@ def _expand(value: str, tokens: dict[str, str], origin: str) -> str:
         raise ConfigError(f"{origin}: unknown token %{token} in '{value}'", hint=f"use {known}")
 
     return _TOKEN_RE.sub(replace, value)
+
+
+_HOP_RE = re.compile(
+    r"^(?:ssh://)?(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:@]+)(?::(?P<port>\d{1,5}))?$"
+)
+
+
+def jump_targets(target: SSHTarget, config_path: Path | None = None) -> list[SSHTarget]:
+    """The jump hosts of `target`, outermost first, each resolved through ssh_config like `ssh -J`.
+
+    A hop's own ProxyJump is not followed: the chain is exactly what `jump`/ProxyJump lists.
+    """
+    from colabtunnel.profiles import Profile
+
+    if not target.proxy_jump:
+        return []
+    hops = []
+    for raw in target.proxy_jump.split(","):
+        match = _HOP_RE.match(raw.strip())
+        if match is None or not (1 <= int(match["port"] or 22) <= 65535):
+            raise ConfigError(
+                f"jump host {raw.strip()!r} (of {target.alias}) is not [user@]host[:port]",
+                hint='write jump = "user@bastion.example.org:22,user@second-hop"',
+            )
+        hop = Profile(
+            name=target.alias,
+            host=match["host"].strip("[]"),
+            user=match["user"],
+            port=int(match["port"]) if match["port"] else None,
+            jump="none",
+        )
+        hops.append(resolve(hop, config_path))
+    return hops

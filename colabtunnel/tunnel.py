@@ -11,12 +11,14 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from colabtunnel import forwarder, jupyter, redact, state
 from colabtunnel.connection import Connection
+from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import COLAB_ORIGIN, INSTALL_HINT, choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
@@ -61,10 +63,18 @@ def local_jupyter(profile: Profile) -> Profile:
 
 
 class Tunnel:
-    def __init__(self, profile: Profile, options: UpOptions, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        options: UpOptions,
+        reporter: Reporter,
+        creds: Credentials | None = None,
+    ) -> None:
         self.profile = local_jupyter(profile) if profile.is_local else profile
         self.options = options
         self.reporter = reporter
+        # Secrets that worked stay here (memory only) so a reconnect needs no terminal.
+        self.creds = creds or Credentials(profile.name)
         self.connection: Connection | None = None
         self.host: Host | None = None
         self.forwarder: forwarder.Forwarder | None = None
@@ -123,12 +133,19 @@ class Tunnel:
 
         target = sshconfig.resolve(self.profile)
         self._target_label = f"{target.user}@{target.hostname}:{target.port}"
-        self.reporter.step(f"connecting to {self._target_label}")
+        via = f" via {target.proxy_jump}" if target.proxy_jump else ""
+        self.reporter.step(f"connecting to {self._target_label}{via}")
+        if target.strict_host_key_checking == "no":
+            self.reporter.note(
+                "StrictHostKeyChecking=no (ssh_config) is not honoured: "
+                "colabtunnel always verifies host keys"
+            )
         self.connection = connection.connect(
             target,
             self.profile.name,
             accept_new=self.options.accept_new,
             keepalive=self.profile.keepalive,
+            creds=self.creds,
         )
         return SSHHost(self.connection, self.profile.host)
 
@@ -203,38 +220,45 @@ class Tunnel:
 
     # -- life ----------------------------------------------------------------------------------
 
-    def serve(self, stop: threading.Event, on_health: object = None) -> None:
+    def serve(self, stop: threading.Event, on_health: Callable[[str], None] | None = None) -> None:
         """Keep the tunnel up until `stop` is set, reconnecting when the SSH connection dies."""
+        report = on_health or (lambda health: None)
         delay = 1.0
         while not stop.wait(1.0):
             if self.connection is None or self.connection.alive:
                 delay = 1.0
                 continue
             log.warning("SSH connection lost; reconnecting")
-            if callable(on_health):
-                on_health("reconnecting")
-            if self._reconnect():
-                if callable(on_health):
-                    on_health("ok")
+            report("reconnecting")
+            health = self._reconnect()
+            report(health)
+            if health == "ok":
                 delay = 1.0
                 continue
             stop.wait(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
-    def _reconnect(self) -> bool:
+    def _reconnect(self) -> str:
+        """One reconnect attempt: "ok", "needs-login" (a person must answer) or "reconnecting"."""
         from colabtunnel import connection, sshconfig
+        from colabtunnel.auth import LoginNeeded
 
+        if self.connection is not None:
+            self.connection.close()
         try:
             target = sshconfig.resolve(self.profile)
             self.connection = connection.connect(
-                target, self.profile.name, keepalive=self.profile.keepalive
+                target, self.profile.name, keepalive=self.profile.keepalive, creds=self.creds
             )
             self.host = SSHHost(self.connection, self.profile.host)
+        except LoginNeeded as exc:
+            log.warning("reconnect needs a login: %s", exc.message)
+            return "needs-login"
         except ColabtunnelError as exc:
             log.warning("reconnect failed: %s", exc.message)
-            return False
+            return "reconnecting"
         log.info("reconnected")
-        return True
+        return "ok"
 
     # -- stop ----------------------------------------------------------------------------------
 

@@ -25,13 +25,14 @@ HOST_ALIAS = "gpu-test"
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own HOME, COLABTUNNEL_HOME and an in-memory keyring."""
+    """Each test gets its own HOME, COLABTUNNEL_HOME and a keyring of its own (tests/keyring_backend.py)."""
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     os.chmod(home / ".ssh", 0o700)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("COLABTUNNEL_HOME", str(tmp_path / "ct"))
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "memory_keyring.MemoryKeyring")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring_backend.TestKeyring")
+    monkeypatch.setenv("COLABTUNNEL_TEST_KEYRING", str(tmp_path / "keyring.json"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(TESTS.parent)]))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_TOKEN"):

@@ -17,12 +17,16 @@ PACKAGES = {
     "openssh-server": Path("/usr/sbin/sshd"),
     "openssh-client": Path("/usr/bin/ssh-keygen"),
     "chromium": Path("/usr/bin/chromium"),
+    "iproute2": Path("/bin/ip"),
+    "passwd": Path("/usr/sbin/useradd"),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
     "openssh-server": "a real sshd plays the GPU host",
     "openssh-client": "a real sshd plays the GPU host",
     "chromium": "headless Chromium plays Colab's page in tests/test_browser.py",
+    "iproute2": "network namespaces put ProxyJump targets out of direct reach (tests/auth_servers.py)",
+    "passwd": "a password-only sshd logs in a user the tests create (tests/auth_servers.py)",
 }
 
 

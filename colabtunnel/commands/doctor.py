@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from colabtunnel import jupyter, state
+from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import INSTALL_HINT, choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
@@ -49,7 +50,7 @@ class _Stop(Exception):
     """A failed step that later steps depend on."""
 
 
-def doctor(name: str) -> DoctorReport:
+def doctor(name: str, prompter: Prompter | None = None) -> DoctorReport:
     profile = get_profile(name)
     report = DoctorReport(name, [])
     add = report.findings.append
@@ -60,7 +61,7 @@ def doctor(name: str) -> DoctorReport:
             profile = local_jupyter(profile)
             host = LocalHost()
         else:
-            connection = _ssh_checks(profile, add)
+            connection = _ssh_checks(profile, add, prompter)
             host = SSHHost(connection, profile.host)
         _host_checks(host, profile, add)
     except _Stop:
@@ -81,39 +82,44 @@ def _step(add: Callable[[Finding], None], name: str, run: Callable[[], str]) -> 
         raise _Stop from exc
 
 
-def _ssh_checks(profile: Profile, add: Callable[[Finding], None]) -> Any:
+def _ssh_checks(profile: Profile, add: Callable[[Finding], None], prompter: Prompter | None) -> Any:
+    """reachable → host-key → auth, across every jump host; the failing step is named."""
     from colabtunnel import connection, hostkeys, sshconfig
+    from colabtunnel.auth import LoginFailed
 
     target = sshconfig.resolve(profile)
-    add(Finding("ssh-config", PASS, f"{target.user}@{target.hostname}:{target.port}"))
-    transport: Any = None
+    via = f" via {target.proxy_jump}" if target.proxy_jump else ""
+    add(Finding("ssh-config", PASS, f"{target.user}@{target.hostname}:{target.port}{via}"))
+    seen: list[str] = []
 
-    def reach() -> str:
-        nonlocal transport
-        transport = connection.handshake(target)
-        return f"SSH server answers ({transport.remote_version})"
-
-    try:
-        _step(add, "reachable", reach)
+    def verify(transport: Any, hop: Any, is_target: bool) -> None:
+        seen.append(f"{hop.hostname}:{hop.port}")
+        connection.check_host_key(transport, hop, profile.name, accept_new=False)
         key = transport.get_remote_server_key()
+        fingerprints.append(f"{hop.hostname}: {key.get_name()} {hostkeys.fingerprint(key)}")
 
-        def host_key() -> str:
-            connection.check_host_key(transport, target, profile.name, accept_new=False)
-            return f"{key.get_name()} {hostkeys.fingerprint(key)} is in known_hosts"
-
-        _step(add, "host-key", host_key)
-
-        def auth() -> str:
-            connection.authenticate(transport, target)
-            return f"logged in as {target.user}"
-
-        _step(add, "auth", auth)
-    except BaseException:
-        if transport is not None:
-            transport.close()
-        raise
-    transport.set_keepalive(profile.keepalive)
-    return connection.Connection(transport, target)
+    fingerprints: list[str] = []
+    creds = Credentials(profile.name, prompter=prompter)
+    try:
+        transports = connection.walk(
+            target, profile.name, verify, creds, keepalive=profile.keepalive, login_target=True
+        )
+    except connection.Unreachable as exc:
+        add(Finding("reachable", FAIL, exc.message, exc.hint))
+        raise _Stop from exc
+    except LoginFailed as exc:
+        add(Finding("reachable", PASS, "SSH answers: " + ", ".join(seen)))
+        add(Finding("host-key", PASS, "; ".join(fingerprints) + " (in known_hosts)"))
+        add(Finding("auth", FAIL, exc.message, exc.hint))
+        raise _Stop from exc
+    except ColabtunnelError as exc:  # the host-key check refused
+        add(Finding("reachable", PASS, "SSH answers: " + ", ".join(seen)))
+        add(Finding("host-key", FAIL, exc.message, exc.hint))
+        raise _Stop from exc
+    add(Finding("reachable", PASS, "SSH answers: " + ", ".join(seen)))
+    add(Finding("host-key", PASS, "; ".join(fingerprints) + " (in known_hosts)"))
+    add(Finding("auth", PASS, f"logged in as {target.user}"))
+    return connection.Connection(transports[-1], target, transports[:-1])
 
 
 def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -> None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from colabtunnel import state
+from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
@@ -22,15 +23,17 @@ class DownResult:
     warning: str | None = None
 
 
-def down(names: list[str], reporter: Reporter) -> list[DownResult]:
+def down(
+    names: list[str], reporter: Reporter, prompter: Prompter | None = None
+) -> list[DownResult]:
     if names:
         for name in names:
             get_profile(name)  # an unknown name is a configuration error, before anything stops
     targets = names or [record.profile for record in state.all_records()]
-    return [_down_one(name, reporter) for name in targets]
+    return [_down_one(name, reporter, prompter) for name in targets]
 
 
-def _down_one(name: str, reporter: Reporter) -> DownResult:
+def _down_one(name: str, reporter: Reporter, prompter: Prompter | None) -> DownResult:
     with state.lock(name, KEEPER_EXIT_S * 2):
         record = state.read(name)
         if record is None:
@@ -41,7 +44,7 @@ def _down_one(name: str, reporter: Reporter) -> DownResult:
                 state.remove(name)
                 return DownResult(name, was_up=True)
         # The keeper is gone (or would not die): stop the remote Jupyter ourselves.
-        warning = _stop_remote_directly(name, reporter)
+        warning = _stop_remote_directly(name, reporter, prompter)
         state.remove(name)
         return DownResult(name, was_up=True, warning=warning)
 
@@ -62,10 +65,10 @@ def _stop_keeper(record: state.Record) -> bool:
     return False
 
 
-def _stop_remote_directly(name: str, reporter: Reporter) -> str | None:
+def _stop_remote_directly(name: str, reporter: Reporter, prompter: Prompter | None) -> str | None:
     profile = get_profile(name)
     reporter.step(f"stopping Jupyter for {name} (its keeper is gone)")
-    tunnel = Tunnel(profile, UpOptions(probe=False), reporter)
+    tunnel = Tunnel(profile, UpOptions(probe=False), reporter, Credentials(name, prompter))
     try:
         tunnel.host = tunnel.connect_host()
         tunnel.close(stop_remote=True)

@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from colabtunnel import jupyter
+from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 
 def logs(
-    name: str, lines: int, follow: bool, sink: Callable[[str], None], reporter: Reporter
+    name: str,
+    lines: int,
+    follow: bool,
+    sink: Callable[[str], None],
+    reporter: Reporter,
+    prompter: Prompter | None = None,
 ) -> None:
-    tunnel = Tunnel(get_profile(name), UpOptions(probe=False), reporter)
+    creds = Credentials(name, prompter=prompter)
+    tunnel = Tunnel(get_profile(name), UpOptions(probe=False), reporter, creds)
     try:
         host = tunnel.connect_host()
         if jupyter.stream_log(host, tunnel.profile, lines, follow, sink) == 3:

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from colabtunnel import keeper, state
+from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.output import confirm
 from colabtunnel.profiles import get_profile, with_overrides
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 LOCK_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    name: str
+    accept_new: bool = False
+    timeout: float = 120.0
+    local_port: int | None = None
+    remote_port: int | None = None
+
+    def options(self, previous: state.Record | None) -> UpOptions:
+        return UpOptions(
+            accept_new=self.accept_new,
+            timeout=self.timeout,
+            prefer_local_port=previous.local_port if previous else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -21,56 +40,44 @@ class UpResult:
     reused: bool  # a keeper already held this tunnel: nothing was started
 
 
-def up(
-    name: str,
-    reporter: Reporter,
-    *,
-    accept_new: bool = False,
-    timeout: float = 120.0,
-    local_port: int | None = None,
-    remote_port: int | None = None,
-) -> UpResult:
-    overrides: dict[str, Any] = {"local_port": local_port, "remote_port": remote_port}
+def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpResult:
+    name = request.name
     get_profile(name)  # fail on configuration now, before anything starts
-    with state.lock(name, timeout + LOCK_MARGIN_S):
+    with state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
         running = state.live(name)
-        if running is not None:
+        if running is not None and running.health != "needs-login":
             return UpResult(running, reused=True)
-        options = UpOptions(
-            accept_new=accept_new,
-            timeout=timeout,
-            prefer_local_port=previous.local_port if previous else None,
-        )
-        record = keeper.spawn(name, overrides, options, reporter)
+        if running is not None:
+            # Its keeper cannot log in again by itself (a one-time code): hand the tunnel to a new
+            # keeper that asks here. The remote Jupyter, its token and the local port stay.
+            reporter.step("the tunnel needs a new login")
+            keeper.release(running)
+        overrides = {"local_port": request.local_port, "remote_port": request.remote_port}
+        record = keeper.spawn(name, overrides, request.options(previous), reporter, prompter)
         return UpResult(record, reused=False)
 
 
 def up_foreground(
-    name: str,
+    request: UpRequest,
     reporter: Reporter,
-    on_ready: Any,
-    *,
-    accept_new: bool = False,
-    timeout: float = 120.0,
-    local_port: int | None = None,
-    remote_port: int | None = None,
-) -> bool:
-    """Run the tunnel in this process until Ctrl-C or SIGTERM; tear both ends down. True if it ran."""
-    profile = with_overrides(get_profile(name), local_port=local_port, remote_port=remote_port)
-    with state.lock(name, timeout + LOCK_MARGIN_S):
+    prompter: Prompter | None,
+    on_ready: Callable[[state.Record], None],
+) -> None:
+    """Run the tunnel in this process until Ctrl-C or SIGTERM, then tear both ends down."""
+    name = request.name
+    profile = with_overrides(
+        get_profile(name), local_port=request.local_port, remote_port=request.remote_port
+    )
+    creds = Credentials(name, prompter=prompter)
+    with state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
         if state.live(name) is not None:
             raise ColabtunnelError(
                 f"{name!r} is already up in the background",
                 hint=f"run `colabtunnel down {name}` first, or use it as it is",
             )
-        options = UpOptions(
-            accept_new=accept_new,
-            timeout=timeout,
-            prefer_local_port=previous.local_port if previous else None,
-        )
-        tunnel = Tunnel(profile, options, reporter)
+        tunnel = Tunnel(profile, request.options(previous), reporter, creds)
         restore = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             try:
@@ -78,7 +85,8 @@ def up_foreground(
             except BaseException:
                 tunnel.abandon_on_failure()
                 raise
-            record = tunnel.record(_pid(), foreground=True)
+            creds.offer_to_save(lambda question: confirm(prompter, question))
+            record = tunnel.record(os.getpid(), foreground=True)
             state.write(record)
         except BaseException:
             signal.signal(signal.SIGTERM, restore)
@@ -92,7 +100,6 @@ def up_foreground(
         tunnel.close(stop_remote=True)
         state.remove(name)
         signal.signal(signal.SIGTERM, restore)
-    return True
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -102,9 +109,3 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def _update(record: state.Record, health: str) -> None:
     record.health = health
     state.write(record)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

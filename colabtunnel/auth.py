@@ -1,0 +1,275 @@
+"""SSH user authentication in OpenSSH's order: agent and key files, keyboard-interactive, password.
+
+Each failure is remembered with its fix, so when nothing works the error says what was tried and
+what to do (`secret set`, `ssh-add`, `identity_file`). A server that wants several methods in turn
+(publickey then a one-time code) is followed method by method.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colabtunnel import hostkeys
+from colabtunnel.credentials import PASSPHRASE, PASSWORD, Credentials
+from colabtunnel.errors import ColabtunnelError, ConfigError
+from colabtunnel.redact import mask
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from colabtunnel.sshconfig import SSHTarget
+
+log = logging.getLogger("colabtunnel")
+
+DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+
+
+class LoginFailed(ColabtunnelError):
+    """The server refused every way we could log in."""
+
+
+class LoginNeeded(LoginFailed):
+    """The server asked something only a person can answer, and no terminal is attached."""
+
+
+@dataclass
+class _Attempts:
+    failures: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    unanswered: str | None = None  # a keyboard-interactive question nobody could answer
+
+    def fail(self, what: str, hint: str | None = None) -> None:
+        self.failures.append(what)
+        if hint and hint not in self.hints:
+            self.hints.append(hint)
+
+
+def authenticate(transport: paramiko.Transport, target: SSHTarget, creds: Credentials) -> None:
+    import paramiko
+
+    user = target.user
+    allowed = _allowed(transport, user)
+    if allowed is None:
+        return
+    attempts = _Attempts()
+    if "publickey" in allowed:
+        allowed = _publickey(transport, target, creds, attempts, allowed)
+        if transport.is_authenticated():
+            return
+    if "keyboard-interactive" in allowed:
+        try:
+            allowed = (
+                transport.auth_interactive(user, _kbd_handler(target, creds, attempts)) or allowed
+            )
+        except paramiko.AuthenticationException:
+            if attempts.unanswered is None:
+                attempts.fail("keyboard-interactive: the answers were not accepted")
+        if transport.is_authenticated():
+            return
+    if "password" in allowed:
+        _password(transport, target, creds, attempts)
+        if transport.is_authenticated():
+            return
+    _give_up(target, creds, attempts, allowed)
+
+
+def _allowed(transport: paramiko.Transport, user: str) -> list[str] | None:
+    """What the server accepts (None: it let us in without any, which some test servers do)."""
+    import paramiko
+
+    try:
+        transport.auth_none(user)
+    except paramiko.BadAuthenticationType as exc:
+        return list(exc.allowed_types)
+    except paramiko.AuthenticationException:
+        return ["publickey", "keyboard-interactive", "password"]
+    return (
+        None if transport.is_authenticated() else ["publickey", "keyboard-interactive", "password"]
+    )
+
+
+def _publickey(
+    transport: paramiko.Transport,
+    target: SSHTarget,
+    creds: Credentials,
+    attempts: _Attempts,
+    allowed: list[str],
+) -> list[str]:
+    import paramiko
+
+    for label, key in _keys(target, creds, attempts):
+        try:
+            remaining = transport.auth_publickey(target.user, key)
+        except paramiko.AuthenticationException:
+            attempts.fail(f"{label}: not accepted by the server")
+            continue
+        except paramiko.SSHException as exc:
+            raise ColabtunnelError(f"authentication failed: {mask(str(exc))}") from exc
+        if transport.is_authenticated():
+            log.info("authenticated as %s with %s", target.user, label)
+            return []
+        return list(remaining)  # partial success: the server wants another method next
+    return allowed
+
+
+def _keys(
+    target: SSHTarget, creds: Credentials, attempts: _Attempts
+) -> Iterator[tuple[str, paramiko.PKey]]:
+    import paramiko
+
+    agent_keys: list[paramiko.PKey] = []
+    if not target.identities_only:
+        if os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                agent_keys = list(paramiko.Agent().get_keys())
+            except paramiko.SSHException as exc:
+                log.debug("ssh-agent unavailable: %s", exc)
+        if not agent_keys:
+            attempts.hints.append("load your key into ssh-agent (`ssh-add`)")
+    for agent_key in agent_keys:
+        yield f"agent key {hostkeys.fingerprint(agent_key)}", agent_key
+    explicit = list(target.identity_files)
+    files = explicit or [p for p in (Path(f).expanduser() for f in DEFAULT_KEY_FILES) if p.exists()]
+    if not explicit and not files and not agent_keys:
+        attempts.fail(
+            "no key: no ssh-agent keys and none of " + ", ".join(DEFAULT_KEY_FILES),
+            "set `identity_file` in the profile",
+        )
+    for name in files:
+        key = _load_key(Path(name).expanduser(), creds, attempts)
+        if key is not None:
+            yield str(name), key
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _read_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
+    """Load a private key; _Encrypted when it needs a passphrase (or this one is wrong)."""
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_path(path, password=passphrase.encode() if passphrase else None)
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"identity file {path} does not exist",
+            hint="fix `identity_file` in the profile (or IdentityFile in ~/.ssh/config)",
+        ) from exc
+    except PermissionError as exc:
+        raise ConfigError(
+            f"identity file {path} is not readable", hint="check its permissions"
+        ) from exc
+    except (
+        TypeError
+    ) as exc:  # cryptography: "Key is password-protected, but password was not provided"
+        if passphrase is None and "password" in str(exc).lower():
+            raise _Encrypted from exc
+        raise ConfigError(f"cannot read identity file {path}: {exc}") from exc
+    except ValueError as exc:  # a wrong passphrase, or not a private key at all
+        if passphrase is not None:
+            raise _Encrypted from exc
+        raise ConfigError(
+            f"cannot read identity file {path}: {exc}",
+            hint="is it an OpenSSH private key (not the .pub)?",
+        ) from exc
+    except paramiko.SSHException as exc:
+        raise ConfigError(f"cannot use identity file {path}: {exc}") from exc
+
+
+def _load_key(path: Path, creds: Credentials, attempts: _Attempts) -> paramiko.PKey | None:
+    try:
+        return _read_key(path)
+    except _Encrypted:
+        pass
+    cache_key = f"{PASSPHRASE}:{path}"
+    passphrase = creds.secret(PASSPHRASE, cache_key, f"Enter passphrase for key '{path}': ")
+    if passphrase is None:
+        attempts.fail(
+            f"{path}: encrypted, and no passphrase is stored or can be asked (no terminal)",
+            f"store it with `colabtunnel secret set {creds.profile} --passphrase`",
+        )
+        return None
+    try:
+        key = _read_key(path, passphrase)
+    except _Encrypted:
+        creds.forget(cache_key)
+        attempts.fail(
+            f"{path}: wrong passphrase",
+            f"correct it with `colabtunnel secret set {creds.profile} --passphrase`",
+        )
+        return None
+    creds.worked(PASSPHRASE, cache_key, passphrase)
+    return key
+
+
+def _kbd_handler(target: SSHTarget, creds: Credentials, attempts: _Attempts):  # type: ignore[no-untyped-def]
+    """Answer each question as the server worded it; a password-looking one from the secret store."""
+
+    def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        header = "\n".join(part for part in (title, instructions) if part)
+        answers: list[str] = []
+        for text, echo in prompts:
+            if not echo and "password" in text.lower():
+                value = creds.secret(PASSWORD, _password_key(target), text)
+                if value is not None:
+                    creds.worked(PASSWORD, _password_key(target), value)
+            else:
+                value = creds.answer((header + "\n" if header else "") + text, echo)
+            if value is None:
+                attempts.unanswered = text.strip()
+                return ["" for _ in prompts]
+            answers.append(value)
+        return answers
+
+    return handler
+
+
+def _password_key(target: SSHTarget) -> str:
+    return f"{PASSWORD}:{target.user}@{target.hostname}:{target.port}"
+
+
+def _password(
+    transport: paramiko.Transport, target: SSHTarget, creds: Credentials, attempts: _Attempts
+) -> None:
+    import paramiko
+
+    key = _password_key(target)
+    password = creds.secret(PASSWORD, key, f"{target.user}@{target.hostname}'s password: ")
+    if password is None:
+        attempts.fail(
+            "password: none is stored and there is no terminal to ask",
+            f"store it with `colabtunnel secret set {creds.profile}`",
+        )
+        return
+    try:
+        transport.auth_password(target.user, password)  # one attempt: no retry storm
+    except paramiko.AuthenticationException:
+        creds.forget(key)
+        attempts.fail(
+            "password: not accepted (wrong password?)",
+            f"if it is stored, update it with `colabtunnel secret set {creds.profile}`",
+        )
+        return
+    creds.worked(PASSWORD, key, password)
+
+
+def _give_up(
+    target: SSHTarget, creds: Credentials, attempts: _Attempts, allowed: list[str]
+) -> None:
+    where = f"{target.user}@{target.hostname}:{target.port}"
+    if attempts.unanswered is not None:
+        raise LoginNeeded(
+            f"{where} asks {attempts.unanswered!r} and there is no terminal to answer it",
+            hint=f"run `colabtunnel up {creds.profile}` in a terminal",
+        )
+    tried = "; ".join(attempts.failures) or "nothing it accepts (" + ", ".join(allowed) + ")"
+    raise LoginFailed(
+        f"{where} refused the login. Tried: {tried}",
+        hint="; ".join(attempts.hints) or "check ~/.ssh/authorized_keys on the host",
+    )
