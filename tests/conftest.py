@@ -178,3 +178,23 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1):  # type: ig
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+# Servers for authentication tests (tests/auth_servers.py): password-only, one-time code, jump chains.
+from tests.auth_servers import (  # noqa: E402
+    encrypted_client_key,
+    jump_chain_1,
+    jump_chain_2,
+    otp_server,
+    password_server,
+    password_server_uid0,
+)
+
+__all__ = [
+    "encrypted_client_key",
+    "jump_chain_1",
+    "jump_chain_2",
+    "otp_server",
+    "password_server",
+    "password_server_uid0",
+]
