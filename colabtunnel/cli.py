@@ -172,7 +172,7 @@ def status(
     print(f"{'PROFILE':<14} {'HEALTH':<13} {'UPTIME':>7}  {'LOCAL':>5} {'REMOTE':>6}  HOST / URL")
     for r in records:
         print(
-            f"{r.profile:<14} {r.health:<13} {output.duration(_age(r)):>7}  "
+            f"{r.profile:<14} {r.health_text():<13} {output.duration(_age(r)):>7}  "
             f"{r.local_port:>5} {r.remote_port:>6}  {r.host}"
         )
         print(f"{'':<14} {r.url}")

@@ -1,4 +1,4 @@
-"""One authenticated SSH connection per profile: socket, host-key check, auth, keepalive, commands.
+"""One authenticated SSH connection per profile: sockets, jump hosts, host keys, commands, pings.
 
 The same paramiko Transport carries the remote commands and every forwarded connection, so a user is
 asked for a secret (or a one-time code) once per connection, never twice.
@@ -6,6 +6,7 @@ asked for a secret (or a one-time code) once per connection, never twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -94,6 +95,21 @@ class Connection:
             "direct-tcpip", ("127.0.0.1", port), origin, timeout=CONNECT_TIMEOUT
         )
 
+    def ping(self, timeout: float) -> bool:
+        """Send a keepalive and wait for the answer (any answer) at most `timeout` seconds."""
+        if not self.alive:
+            return False
+        answered = threading.Event()
+
+        def ask() -> None:
+            with contextlib.suppress(Exception):
+                self.transport.global_request("keepalive@openssh.com", wait=True)
+                if self.transport.is_active():
+                    answered.set()
+
+        threading.Thread(target=ask, name="heartbeat", daemon=True).start()
+        return answered.wait(timeout) and self.alive
+
     def close(self) -> None:
         for transport in [self.transport, *reversed(self.hops)]:
             transport.close()
@@ -128,7 +144,6 @@ def connect(
     profile: str,
     *,
     accept_new: bool = False,
-    keepalive: int = 15,
     creds: Credentials | None = None,
 ) -> Connection:
     """Open, verify and authenticate a connection to `target`, through its jump hosts if any.
@@ -141,7 +156,7 @@ def connect(
     def verify(transport: paramiko.Transport, hop: SSHTarget, is_target: bool) -> None:
         check_host_key(transport, hop, profile, accept_new=accept_new)
 
-    transports = walk(target, profile, verify, creds, keepalive=keepalive, login_target=True)
+    transports = walk(target, profile, verify, creds, login_target=True)
     log.info("connected to %s@%s:%d", target.user, target.hostname, target.port)
     return Connection(transports[-1], target, transports[:-1])
 
@@ -152,7 +167,6 @@ def walk(
     verify: HostKeyCheck,
     creds: Credentials,
     *,
-    keepalive: int = 15,
     login_target: bool,
 ) -> list[paramiko.Transport]:
     """Handshake, verify (and log in to) each hop in turn; return their transports, target last."""
@@ -176,7 +190,6 @@ def walk(
                 if is_target and not login_target:
                     break
                 authenticate(transports[-1], hop, creds)
-                transports[-1].set_keepalive(keepalive)
             except ColabtunnelError as exc:
                 exc.message = label + exc.message
                 exc.args = (exc.message,)

@@ -69,6 +69,7 @@ def _placeholders(profile: Profile) -> dict[str, str]:
         "activate": profile.activate or ":",
         "workdir": _shell_path(profile.workdir),
         "jupyter": quote(profile.jupyter),
+        "lock": "",
     }
 
 
@@ -197,7 +198,7 @@ def start(
         flavour=quote(flavour.key),
         args=" ".join(quote(a) for a in args),
         timeout=timeout,
-        **_placeholders(profile),
+        **{**_placeholders(profile), "lock": remote_scripts.START_LOCK},
     )
     log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))
     data, stderr = _result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")

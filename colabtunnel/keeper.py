@@ -38,6 +38,25 @@ class Released(Exception):
 
 
 RELEASE_WAIT_S = 30.0
+STOP_WAIT_S = 60.0
+
+
+def stop(record: state.Record) -> bool:
+    """TERM the keeper (it stops the remote Jupyter), wait, KILL if need be. True if it exited."""
+    import time
+
+    try:
+        os.kill(record.keeper_pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + STOP_WAIT_S
+    while time.monotonic() < deadline:
+        if not state.keeper_alive(record):
+            return True
+        time.sleep(0.05)
+    if hasattr(signal, "SIGKILL"):
+        os.kill(record.keeper_pid, signal.SIGKILL)
+    return False
 
 
 def release(record: state.Record) -> None:
@@ -243,14 +262,9 @@ def _detach_stdio() -> None:
 
 def _serve(tunnel: Tunnel, record: state.Record) -> int:
     stop = threading.Event()
-
-    def on_health(health: str) -> None:
-        record.health = health
-        state.write(record)
-
     stop_remote = True
     try:
-        tunnel.serve(stop, on_health)
+        tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
     except Terminated:
         log.info("stopping (SIGTERM)")
     except Released:
@@ -261,5 +275,8 @@ def _serve(tunnel: Tunnel, record: state.Record) -> int:
         log.info("remote Jupyter stopped: %s", stopped)
         current = state.read(record.profile)
         if current is not None and current.keeper_pid == os.getpid():
-            state.remove(record.profile)
+            if stop_remote and stopped is None:
+                record.set_health("stop-failed")  # `down` reads this and tells the user
+            else:
+                state.remove(record.profile)
     return 0

@@ -18,6 +18,7 @@ ct_result() { printf '\n%s %s\n' "__COLABTUNNEL_RESULT__" "$1"; }
 ct_fail() { ct_result "{\"ok\": false, \"stage\": \"$1\"}"; exit 0; }
 RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
 mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR" || ct_fail rundir
+{lock}
 {
 {activate}
 } >"$RUN_DIR/activate.out" 2>&1 </dev/null || { cat "$RUN_DIR/activate.out" >&2; ct_fail activate; }
@@ -229,9 +230,10 @@ printf '%s\n' {flavour} >"$RUN_DIR/flavour"
 # Its own session (setsid) or at least its own process group (set -m) so `down` can stop the
 # whole group, and nohup so an SSH drop or a sleeping laptop does not hang it up.
 if command -v setsid >/dev/null 2>&1; then CT_SETSID=setsid; else CT_SETSID=; set -m; fi
-nohup $CT_SETSID "$JPATH" {args} >>"$RUN_DIR/jupyter.log" 2>&1 </dev/null &
+nohup $CT_SETSID "$JPATH" {args} >>"$RUN_DIR/jupyter.log" 2>&1 </dev/null 9>&- &
 CT_PID=$!
 printf '%s\n' "$CT_PID" >"$RUN_DIR/jupyter.pid"
+exec 9>&-  # the pid is recorded: STOP may run now
 "$PY" - "$CT_PID" {port} {timeout} <<'CT_PY_EOF'
 """
     + WAIT_PY
@@ -240,11 +242,19 @@ CT_PY_EOF
 """
 )
 
+# Held by START from before `activate` until Jupyter's PID is on disk, so that a STOP sent by an
+# interrupted `up` can never miss a server that is still being launched.
+START_LOCK = 'if command -v flock >/dev/null 2>&1; then exec 9>>"$RUN_DIR/.lock"; flock 9; fi'
+
 # Stop the server's process group and every descendant (kernels run in sessions of their own).
 STOP = r"""
 set -u
 RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
 ct_result() { printf '\n%s %s\n' "__COLABTUNNEL_RESULT__" "$1"; }
+# A START still on its way (interrupted `up`) holds this lock until its PID is written.
+if [ -d "$RUN_DIR" ] && command -v flock >/dev/null 2>&1; then
+  exec 9>>"$RUN_DIR/.lock"; flock -w 120 9
+fi
 PID=$(cat "$RUN_DIR/jupyter.pid" 2>/dev/null)
 case "$PID" in ''|*[!0-9]*) rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0;; esac
 if ! kill -0 "$PID" 2>/dev/null || ! ps -p "$PID" -o args= 2>/dev/null | grep -q jupyter; then

@@ -37,9 +37,22 @@ class Record:
     token: str
     flavour: str
     started_at: float = field(default_factory=time.time)
-    health: str = "ok"
+    health: str = "ok"  # ok | reconnecting | needs-login | remote-dead | stop-failed
+    attempt: int = 0  # reconnect attempts so far, while reconnecting
+    retry_at: float = 0.0  # when the next attempt is due (epoch seconds)
     foreground: bool = False
     schema_version: int = SCHEMA_VERSION
+
+    def set_health(self, health: str, attempt: int = 0, retry_at: float = 0.0) -> None:
+        """Record the keeper's view of the tunnel and write it for `status`."""
+        self.health, self.attempt, self.retry_at = health, attempt, retry_at
+        write(self)
+
+    def health_text(self) -> str:
+        if self.health in ("reconnecting", "needs-login") and self.attempt:
+            wait = max(0.0, self.retry_at - time.time())
+            return f"{self.health} (attempt {self.attempt}, next in {wait:.0f} s)"
+        return self.health
 
     @property
     def url(self) -> str:
@@ -112,6 +125,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "flavour": (str,),
     "started_at": (int, float),
     "health": (str,),
+    "attempt": (int,),
+    "retry_at": (int, float),
     "foreground": (bool,),
     "schema_version": (int,),
 }

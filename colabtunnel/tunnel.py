@@ -7,7 +7,7 @@ progress goes (a Reporter) and how long it lives.
 from __future__ import annotations
 
 import logging
-import random
+import socket
 import sys
 import threading
 import time
@@ -23,8 +23,11 @@ from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import COLAB_ORIGIN, INSTALL_HINT, choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile
+from colabtunnel.supervisor import Health, Supervisor
 
 log = logging.getLogger("colabtunnel")
+
+CONNECTION_WAIT_S = 20.0
 
 
 class Reporter(Protocol):
@@ -79,6 +82,7 @@ class Tunnel:
         self.host: Host | None = None
         self.forwarder: forwarder.Forwarder | None = None
         self.opened: Opened | None = None
+        self._connected = threading.Event()
         self._started_remote = False
         self._target_label = "local"
 
@@ -141,12 +145,9 @@ class Tunnel:
                 "colabtunnel always verifies host keys"
             )
         self.connection = connection.connect(
-            target,
-            self.profile.name,
-            accept_new=self.options.accept_new,
-            keepalive=self.profile.keepalive,
-            creds=self.creds,
+            target, self.profile.name, accept_new=self.options.accept_new, creds=self.creds
         )
+        self._connected.set()
         return SSHHost(self.connection, self.profile.host)
 
     def _ensure_server(self) -> tuple[jupyter.RemoteServer, bool]:
@@ -197,8 +198,9 @@ class Tunnel:
         )
 
     def _open_channel(self, origin: tuple[str, int]) -> object:
-        if self.connection is None or not self.connection.alive:
-            raise ColabtunnelError("the SSH connection is down")
+        # While reconnecting, a new connection waits (bounded) instead of failing at once.
+        if not self._connected.wait(CONNECTION_WAIT_S) or self.connection is None:
+            raise ColabtunnelError(f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)")
         assert self.opened is not None
         return self.connection.open_forward(self.opened.remote_port, origin)
 
@@ -220,51 +222,70 @@ class Tunnel:
 
     # -- life ----------------------------------------------------------------------------------
 
-    def serve(self, stop: threading.Event, on_health: Callable[[str], None] | None = None) -> None:
-        """Keep the tunnel up until `stop` is set, reconnecting when the SSH connection dies."""
-        report = on_health or (lambda health: None)
-        delay = 1.0
-        while not stop.wait(1.0):
-            if self.connection is None or self.connection.alive:
-                delay = 1.0
-                continue
-            log.warning("SSH connection lost; reconnecting")
-            report("reconnecting")
-            health = self._reconnect()
-            report(health)
-            if health == "ok":
-                delay = 1.0
-                continue
-            stop.wait(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
+    def serve(self, stop: threading.Event, on_health: Callable[[Health], None]) -> None:
+        """Keep the tunnel up until `stop` is set (see supervisor.py)."""
+        Supervisor(self, on_health).run(stop)
 
-    def _reconnect(self) -> str:
-        """One reconnect attempt: "ok", "needs-login" (a person must answer) or "reconnecting"."""
+    def connection_ok(self, timeout: float) -> bool:
+        """True while the SSH connection answers within `timeout` (always true for `local`)."""
+        if self.profile.is_local:
+            return True
+        return self.connection is not None and self.connection.ping(timeout)
+
+    def remote_alive(self) -> bool | None:
+        """Whether Jupyter still accepts connections on the host; None when that cannot be told."""
+        if self.opened is None:
+            return None
+        port = self.opened.remote_port
+        if self.profile.is_local:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            except OSError:
+                return False
+            return True
+        import paramiko
+
+        if self.connection is None:
+            return None
+        try:
+            self.connection.open_forward(port, ("127.0.0.1", 0)).close()
+        except paramiko.ChannelException:
+            return False  # the host refused the connection to Jupyter's port
+        except (paramiko.SSHException, EOFError, OSError):
+            return None
+        return True
+
+    def drop_connection(self) -> None:
+        self._connected.clear()
+        if self.connection is not None:
+            self.connection.close()
+
+    def reconnect(self) -> str:
+        """One attempt: "ok", "needs-login" (a person must answer) or "failed"."""
         from colabtunnel import connection, sshconfig
         from colabtunnel.auth import LoginNeeded
 
-        if self.connection is not None:
-            self.connection.close()
         try:
             target = sshconfig.resolve(self.profile)
-            self.connection = connection.connect(
-                target, self.profile.name, keepalive=self.profile.keepalive, creds=self.creds
-            )
+            self.connection = connection.connect(target, self.profile.name, creds=self.creds)
             self.host = SSHHost(self.connection, self.profile.host)
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
             return "needs-login"
         except ColabtunnelError as exc:
             log.warning("reconnect failed: %s", exc.message)
-            return "reconnecting"
-        log.info("reconnected")
+            return "failed"
+        self._connected.set()
         return "ok"
 
     # -- stop ----------------------------------------------------------------------------------
 
-    def close(self, stop_remote: bool) -> bool:
-        """Tear down the listener, then (when asked) the remote Jupyter. True if it was stopped."""
-        stopped = False
+    def close(self, stop_remote: bool) -> bool | None:
+        """Tear down the listener, then (when asked) the remote Jupyter.
+
+        True: it was stopped; False: none was running; None: it could not be reached or stopped.
+        """
+        stopped: bool | None = False
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
@@ -273,6 +294,7 @@ class Tunnel:
                 stopped = jupyter.stop(self.host, self.profile)
             except (ColabtunnelError, OSError, EOFError) as exc:
                 log.warning("could not stop Jupyter on %s: %s", self.host.name, exc)
+                stopped = None
         if self.connection is not None:
             self.connection.close()
             self.connection = None

@@ -101,9 +101,7 @@ def _ssh_checks(profile: Profile, add: Callable[[Finding], None], prompter: Prom
     fingerprints: list[str] = []
     creds = Credentials(profile.name, prompter=prompter)
     try:
-        transports = connection.walk(
-            target, profile.name, verify, creds, keepalive=profile.keepalive, login_target=True
-        )
+        transports = connection.walk(target, profile.name, verify, creds, login_target=True)
     except connection.Unreachable as exc:
         add(Finding("reachable", FAIL, exc.message, exc.hint))
         raise _Stop from exc

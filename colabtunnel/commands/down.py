@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from dataclasses import dataclass
 
-from colabtunnel import state
+from colabtunnel import keeper, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
-KEEPER_EXIT_S = 60.0
+KEEPER_EXIT_S = keeper.STOP_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -40,29 +37,16 @@ def _down_one(name: str, reporter: Reporter, prompter: Prompter | None) -> DownR
             return DownResult(name, was_up=False)
         if state.keeper_alive(record):
             reporter.step(f"stopping {name}")
-            if _stop_keeper(record):
+            if keeper.stop(record):
+                after = state.read(name)
                 state.remove(name)
+                if after is not None and after.health == "stop-failed":
+                    return DownResult(name, was_up=True, warning=_manual_stop(name, "it"))
                 return DownResult(name, was_up=True)
         # The keeper is gone (or would not die): stop the remote Jupyter ourselves.
         warning = _stop_remote_directly(name, reporter, prompter)
         state.remove(name)
         return DownResult(name, was_up=True, warning=warning)
-
-
-def _stop_keeper(record: state.Record) -> bool:
-    """TERM the keeper (it stops the remote Jupyter), wait, KILL if needed. True if it exited itself."""
-    try:
-        os.kill(record.keeper_pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + KEEPER_EXIT_S
-    while time.monotonic() < deadline:
-        if not state.keeper_alive(record):
-            return True
-        time.sleep(0.05)
-    if hasattr(signal, "SIGKILL"):
-        os.kill(record.keeper_pid, signal.SIGKILL)
-    return False
 
 
 def _stop_remote_directly(name: str, reporter: Reporter, prompter: Prompter | None) -> str | None:
@@ -74,9 +58,17 @@ def _stop_remote_directly(name: str, reporter: Reporter, prompter: Prompter | No
         tunnel.close(stop_remote=True)
     except ColabtunnelError as exc:
         tunnel.close(stop_remote=False)
-        where = "this machine" if profile.is_local else profile.host
-        return (
-            f"could not reach {where} ({exc.message}); Jupyter may still run there. Stop it with: "
-            f"ssh {profile.host} 'kill -TERM -- -$(cat ~/.local/state/colabtunnel/{name}/jupyter.pid)'"
-        )
+        return _manual_stop(name, f"{profile.host} ({exc.message})")
     return None
+
+
+def _manual_stop(name: str, where: str) -> str:
+    profile = get_profile(name)
+    run_dir = f"${{XDG_STATE_HOME:-$HOME/.local/state}}/colabtunnel/{name}"
+    command = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
+    if profile.is_local:
+        return f"could not stop Jupyter for {name} here; stop it with: {command}"
+    return (
+        f"could not reach {where}; Jupyter may still run there. Stop it with: "
+        f"ssh {profile.host} '{command}'"
+    )

@@ -46,13 +46,19 @@ def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpR
     with state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
         running = state.live(name)
-        if running is not None and running.health != "needs-login":
+        if running is not None and running.health not in ("needs-login", "remote-dead"):
             return UpResult(running, reused=True)
-        if running is not None:
+        if running is not None and running.health == "needs-login":
             # Its keeper cannot log in again by itself (a one-time code): hand the tunnel to a new
             # keeper that asks here. The remote Jupyter, its token and the local port stay.
             reporter.step("the tunnel needs a new login")
             keeper.release(running)
+        elif running is not None:
+            reporter.note(
+                "Jupyter on the host had died (out of memory? exit()?): starting a new one. "
+                "The URL (token) changes; paste the new one into Colab. Kernel state was lost."
+            )
+            keeper.stop(running)
         overrides = {"local_port": request.local_port, "remote_port": request.remote_port}
         record = keeper.spawn(name, overrides, request.options(previous), reporter, prompter)
         return UpResult(record, reused=False)
@@ -93,7 +99,7 @@ def up_foreground(
             raise
     try:
         on_ready(record)
-        tunnel.serve(threading.Event(), lambda health: _update(record, health))
+        tunnel.serve(threading.Event(), lambda h: record.set_health(h.state, h.attempt, h.retry_at))
     except KeyboardInterrupt:
         reporter.step("stopping: closing the tunnel and the remote Jupyter")
     finally:
@@ -104,8 +110,3 @@ def up_foreground(
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _update(record: state.Record, health: str) -> None:
-    record.health = health
-    state.write(record)
