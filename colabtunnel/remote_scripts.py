@@ -35,8 +35,25 @@ esac
 PY=${PY%% *}
 """
 
+# Is a PID a live process? A zombie is not (Jupyter's parent on the host may not reap it yet).
+ALIVE_PY = r"""
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+"""
+
 # Everything `up` and `doctor` need to know, in one round trip.
-INSPECT_PY = r"""
+INSPECT_PY = (
+    r"""
 import importlib.metadata as md, json, os, shutil, socket, subprocess, sys, time, urllib.request
 run_dir, want_port = sys.argv[1], int(sys.argv[2])
 
@@ -70,19 +87,9 @@ def read(name):
     except OSError:
         return None
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
+"""
+    + ALIVE_PY
+    + r"""
 def existing():
     pid, port, token = read("jupyter.pid"), read("port"), read("token")
     if not (pid and port and token and pid.isdigit() and port.isdigit()):
@@ -151,6 +158,7 @@ info = {
 }
 print("\n__COLABTUNNEL_RESULT__ " + json.dumps(info))
 """
+)
 
 INSPECT = (
     PREAMBLE
@@ -164,25 +172,16 @@ CT_PY_EOF
 )
 
 # Wait for the server to answer, then prove auth is enforced, all on the host, in one round trip.
-WAIT_PY = r"""
+WAIT_PY = (
+    r"""
 import json, os, sys, time, urllib.error, urllib.request
 pid, port, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 token = os.environ["JUPYTER_TOKEN"]
 base = "http://127.0.0.1:%d" % port
 
-def alive():
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
+"""
+    + ALIVE_PY
+    + r"""
 def status(path, auth):
     headers = {"Authorization": "token " + token} if auth else {}
     req = urllib.request.Request(base + path, headers=headers)
@@ -198,7 +197,7 @@ def result(**kw):
 start = time.monotonic()
 delay = 0.05
 while True:
-    if not alive():
+    if not alive(pid):
         result(ok=False, stage="exited")
     try:
         status("/api", False)
@@ -217,6 +216,7 @@ if authed != 200:
     result(ok=False, stage="token-rejected", authed=authed, ready_s=ready_s)
 result(ok=True, ready_s=ready_s)
 """
+)
 
 # {exports} holds `export NAME=value` lines, the token among them: this text travels on stdin only.
 START = (
