@@ -282,7 +282,7 @@ def secret_delete(profile: ProfileArg, passphrase: PassphraseOpt = False) -> Non
     print("removed" if removed else "nothing was stored", file=sys.stderr)
 
 
-profiles_app = typer.Typer(help="Show the saved profiles.", no_args_is_help=True)
+profiles_app = typer.Typer(help="Manage the saved profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 
 
@@ -317,6 +317,45 @@ def profiles_show(name: ProfileArg) -> None:
     for key, value in cmd.as_dict(profile).items():
         if value not in (None, {}, []):
             print(f"{key:<14} {value}")
+
+
+@profiles_app.command("add")
+def profiles_add(
+    name: Annotated[str, typer.Argument(help="New profile name.")],
+    host: Annotated[str, typer.Option(help="Host name, IP, ssh_config alias, or `local`.")],
+    user: Annotated[str | None, typer.Option(help="SSH user.")] = None,
+    port: Annotated[int | None, typer.Option(help="SSH port.")] = None,
+    identity_file: Annotated[str | None, typer.Option(help="Private key file.")] = None,
+    jump: Annotated[str | None, typer.Option(help="ProxyJump chain user@host:port,...")] = None,
+    app_: Annotated[str | None, typer.Option("--app", help="auto|notebook|lab|server")] = None,
+    activate: Annotated[str | None, typer.Option(help="Shell line run before jupyter.")] = None,
+    workdir: Annotated[str | None, typer.Option(help="Notebook root on the host.")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing one.")] = False,
+) -> None:
+    """Add a profile to profiles.toml (comments in the file are kept)."""
+    from colabtunnel.commands import profiles as cmd
+
+    values = dict(
+        host=host,
+        user=user,
+        port=port,
+        identity_file=identity_file,
+        jump=jump,
+        app=app_,
+        activate=activate,
+        workdir=workdir,
+    )
+    path = _run(lambda: cmd.add(name, values, replace=replace))
+    print(f"added profile {name} to {path}", file=sys.stderr)
+
+
+@profiles_app.command("remove")
+def profiles_remove(name: ProfileArg) -> None:
+    """Remove a profile from profiles.toml."""
+    from colabtunnel.commands import profiles as cmd
+
+    path = _run(lambda: cmd.remove(name))
+    print(f"removed profile {name} from {path}", file=sys.stderr)
 
 
 @app.command("_keeper", hidden=True)
