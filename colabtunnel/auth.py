@@ -161,9 +161,10 @@ def _read_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
             f"identity file {path} does not exist",
             hint="fix `identity_file` in the profile (or IdentityFile in ~/.ssh/config)",
         ) from exc
-    except PermissionError as exc:
+    except OSError as exc:  # a directory, no permission, an I/O error
         raise ConfigError(
-            f"identity file {path} is not readable", hint="check its permissions"
+            f"identity file {path} is not readable ({exc.strerror or exc})",
+            hint="check its permissions, or point `identity_file` at a private key you can read",
         ) from exc
     except (
         TypeError

@@ -83,10 +83,8 @@ def up(
     accept_new: Annotated[
         bool, typer.Option("--accept-new", help="Trust an unknown host key (never a changed one).")
     ] = False,
-    local_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Local port.")] = None,
-    remote_port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Port on the host.")
-    ] = None,
+    local_port: Annotated[int | None, typer.Option(help="Local port (1-65535).")] = None,
+    remote_port: Annotated[int | None, typer.Option(help="Port on the host (1-65535).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for Jupyter.")] = 120.0,
     json_out: JsonOpt = False,
 ) -> None:

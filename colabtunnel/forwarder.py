@@ -24,7 +24,69 @@ ChannelOpener = Callable[[tuple[str, int]], Any]
 
 
 class PortBusy(OSError):
-    pass
+    """127.0.0.1:PORT cannot be bound. `holder` names who listens there, when the OS tells."""
+
+    def __init__(self, errno_: int | None, message: str, port: int = 0) -> None:
+        super().__init__(errno_, message)
+        self.port = port
+        self._holder: str | None = None
+        self._looked = False
+
+    @property
+    def holder(self) -> str | None:
+        """Who listens on the port, as "NAME (pid N)", or None. Looked up on first use only:
+        pick_local_port() tries many ports and needs no names."""
+        if not self._looked:
+            self._looked = True
+            self._holder = port_holder(self.port) if self.port else None
+        return self._holder
+
+    def describe(self) -> str:
+        """For messages: 127.0.0.1:PORT is in use by NAME (pid N), or without the "by" part."""
+        by = f" by {self.holder}" if self.holder else ""
+        return f"127.0.0.1:{self.port} is in use{by}"
+
+
+def port_holder(port: int) -> str | None:
+    """Which process listens on local TCP `port`: "NAME (pid N)", or None where the OS won't say.
+
+    Linux tells anyone about their own processes and root about all; macOS needs root for the
+    system-wide table, so there the caller's own processes are searched instead.
+    """
+    import psutil
+
+    pids: list[int] = []
+    try:
+        for conn in psutil.net_connections("tcp"):
+            listening = conn.status == psutil.CONN_LISTEN and conn.laddr
+            if listening and conn.laddr.port == port and conn.pid:
+                pids.append(conn.pid)
+    except (psutil.AccessDenied, OSError):
+        pids = _own_listeners(port)
+    for pid in dict.fromkeys(pids):
+        try:
+            return f"{psutil.Process(pid).name()} (pid {pid})"
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return None
+
+
+def _own_listeners(port: int) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            conns = (
+                proc.net_connections("tcp")
+                if hasattr(proc, "net_connections")
+                else proc.connections("tcp")
+            )
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            found.append(proc.pid)
+    return found
 
 
 def bind_listener(port: int) -> socket.socket:
@@ -37,7 +99,7 @@ def bind_listener(port: int) -> socket.socket:
         sock.bind((LISTEN_HOST, port))
     except OSError as exc:
         sock.close()
-        raise PortBusy(exc.errno, f"127.0.0.1:{port} is in use") from exc
+        raise PortBusy(exc.errno, f"127.0.0.1:{port} is in use", port) from exc
     sock.listen(128)
     return sock
 

@@ -1,6 +1,8 @@
 """Where colabtunnel keeps its files: COLABTUNNEL_HOME when set, else the platform's user dirs.
 
 Every directory is resolved here and nowhere else, so tests can redirect all of them with one variable.
+A COLABTUNNEL_HOME that cannot hold a directory (a regular file, or a path under one) or that cannot
+be written is a configuration error naming the variable (exit 2), not an OSError deep inside a command.
 """
 
 from __future__ import annotations
@@ -8,21 +10,48 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from colabtunnel.errors import ConfigError
+
 _APP = "colabtunnel"
+HOME_VAR = "COLABTUNNEL_HOME"
+_HOME_HINT = f"set {HOME_VAR} to a writable directory (or unset it to use the platform's defaults)"
 
 
-def _home() -> Path | None:
-    value = os.environ.get("COLABTUNNEL_HOME")
-    return Path(value).expanduser() if value else None
+def _home(check: bool = True) -> Path | None:
+    value = os.environ.get(HOME_VAR)
+    if not value:
+        return None
+    home = Path(value).expanduser()
+    if check:
+        _check_home(home)
+    return home
+
+
+def _check_home(home: Path) -> None:
+    """The nearest existing ancestor of `home` (itself included) must be a directory."""
+    probe = home
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if probe.is_dir():
+        return
+    what = "is not a directory" if probe == home else f"is under {probe}, which is not a directory"
+    raise ConfigError(f"{HOME_VAR}={home} {what}", hint=_HOME_HINT)
 
 
 def profiles_file() -> Path:
-    home = _home()
+    # Unchecked: `profiles path` only shows where the file would be; reading it is checked
+    # (profiles.load_profiles calls check_profiles_home()).
+    home = _home(check=False)
     if home is not None:
         return home / "profiles.toml"
     import platformdirs
 
     return Path(platformdirs.user_config_dir(_APP)) / "profiles.toml"
+
+
+def check_profiles_home() -> None:
+    """Raise the COLABTUNNEL_HOME ConfigError if profiles.toml's directory cannot exist."""
+    _home(check=True)
 
 
 def state_dir() -> Path:
@@ -44,8 +73,34 @@ def log_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make it 0700: it holds tokens and logs."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.name == "posix":
-        os.chmod(path, 0o700)
+    """Create `path` (and parents) and make it 0700: it holds tokens and logs.
+
+    Failing under COLABTUNNEL_HOME is that variable's fault, and says so (ConfigError, exit 2).
+    Elsewhere the OSError propagates for the caller to word.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.name == "posix":
+            os.chmod(path, 0o700)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(path))
+    except OSError as exc:
+        home = _home(check=False)
+        if home is None or not _is_under(path, home):
+            raise
+        _check_home(home)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError) or (path.exists() and not path.is_dir()):
+            reason = "a file is in the way"
+        raise ConfigError(
+            f"{HOME_VAR}={home} is not writable: cannot create {path} ({reason})",
+            hint=_HOME_HINT,
+        ) from exc
     return path
+
+
+def _is_under(path: Path, home: Path) -> bool:
+    try:
+        return path.absolute().is_relative_to(home.absolute())
+    except (OSError, ValueError):
+        return False

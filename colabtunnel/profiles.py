@@ -101,7 +101,9 @@ def load_profiles(path: Path | None = None) -> dict[str, Profile]:
 
     A missing file is not an error: only `local` exists. A file profile named `local` replaces it.
     """
-    path = paths.profiles_file() if path is None else path
+    if path is None:
+        paths.check_profiles_home()  # a COLABTUNNEL_HOME that is a file: say so, naming it
+        path = paths.profiles_file()
     text = _read_text(path)
     if text is None:
         return {LOCAL.name: LOCAL}
@@ -115,13 +117,15 @@ def load_profiles(path: Path | None = None) -> dict[str, Profile]:
 
 def get_profile(name: str, path: Path | None = None) -> Profile:
     """The profile called `name`; an unknown name is a ConfigError listing the known ones."""
-    path = paths.profiles_file() if path is None else path
+    if path is None:
+        paths.check_profiles_home()
+        path = paths.profiles_file()
     profiles = load_profiles(path)
     if name in profiles:
         return profiles[name]
     close = difflib.get_close_matches(name, list(profiles), n=1)
     suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(
+    raise _error(
         f"unknown profile '{name}'{suggestion}; known profiles: {', '.join(sorted(profiles))}",
         hint=f"add it with `colabtunnel profiles add {name} --host HOST` or edit {path}",
     )
@@ -152,7 +156,7 @@ def _read_text(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError(
+        raise _error(
             f"cannot read {path}: {exc.strerror or exc}",
             hint="check that it is a readable file, or point COLABTUNNEL_HOME elsewhere",
         ) from exc
@@ -160,7 +164,7 @@ def _read_text(path: Path) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(
+        raise _error(
             f"{path}, line {line}: not valid UTF-8 text",
             hint="save the file as UTF-8",
         ) from exc
@@ -169,16 +173,27 @@ def _read_text(path: Path) -> str | None:
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise _error(
+            f"{path}: invalid TOML: arrays or tables nested too deeply",
+            hint=f"a profile needs no deep nesting; {_EXAMPLE}",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         reason = str(exc)
         match = _TOML_POSITION_RE.search(reason)
         if match is None:
-            raise ConfigError(f"{path}: invalid TOML: {reason}", hint=_EXAMPLE) from exc
+            raise _error(f"{path}: invalid TOML: {reason}", hint=_EXAMPLE) from exc
         line, column = match.groups()
         reason = reason[: match.start()]
-        raise ConfigError(
+        raise _error(
             f"{path}, line {line}: invalid TOML: {reason} (column {column})",
             hint=f"fix the syntax on line {line}; {_EXAMPLE}",
+        ) from exc
+    except ValueError as exc:  # tomllib lets int()'s own errors through (a 5000-digit number)
+        reason = str(exc).split(";")[0]  # drop Python's advice (sys.set_int_max_str_digits)
+        raise _error(
+            f"{path}: invalid TOML: {reason}",
+            hint=f"no value in a profile needs that many digits; {_EXAMPLE}",
         ) from exc
 
 
@@ -189,10 +204,10 @@ def _profile_tables(data: dict[str, Any], path: Path, text: str) -> dict[str, di
         hint = "profiles are tables named [profiles.NAME]; remove this key"
         if isinstance(value, dict):
             hint = f"write [profiles.{key}] instead of [{key}]"
-        raise ConfigError(f"{path}: unknown top-level key '{key}'", hint=hint)
+        raise _error(f"{path}: unknown top-level key '{key}'", hint=hint)
     tables = data.get("profiles", {})
     if not isinstance(tables, dict):
-        raise ConfigError(
+        raise _error(
             f"{path}: 'profiles' must be a table, got {_describe(tables)}",
             hint="write one table per profile: [profiles.NAME]",
         )
@@ -251,6 +266,18 @@ def _did_you_mean(key: str) -> str:
 # --- where an error is, and what the value was ------------------------------------------------
 
 
+def _error(message: str, hint: str | None = None) -> ConfigError:
+    """A ConfigError whose message and hint are one line each, whatever names the file holds."""
+    return ConfigError(_one_line(message), hint=_one_line(hint) if hint is not None else None)
+
+
+def _one_line(text: str) -> str:
+    """Escape what a terminal would not print as one plain line (newlines, ESC, U+2028...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True)
 class _Where:
     source: str  # the file, or "command line"
@@ -260,7 +287,7 @@ class _Where:
     def fail(self, key: str | None, problem: str, hint: str) -> ConfigError:
         line = _line_of(self.text, self.profile, key) if self.text else None
         place = f"{self.source}, line {line}" if line else self.source
-        return ConfigError(f"{place}: profile '{self.profile}': {problem}", hint=hint)
+        return _error(f"{place}: profile '{self.profile}': {problem}", hint=hint)
 
 
 def _line_of(text: str, profile: str, key: str | None) -> int | None:
@@ -285,7 +312,9 @@ def _describe(value: object, show_value: bool = True) -> str:
     if isinstance(value, bool):
         kind, shown = "a boolean", str(value).lower()
     elif isinstance(value, int):
-        kind, shown = "an integer", str(value)
+        # str() refuses ints past 4300 digits (and a 0x... literal can be that long)
+        big = value.bit_length() > 64
+        kind, shown = "an integer", "far out of range" if big else str(value)
     elif isinstance(value, float):
         kind, shown = "a number", str(value)
     elif isinstance(value, str):
@@ -361,7 +390,7 @@ def _keepalive(value: object, key: str, where: _Where) -> int:
 
 def _app(value: object, key: str, where: _Where) -> str:
     if value not in APPS:
-        close = difflib.get_close_matches(str(value), APPS, n=1)
+        close = difflib.get_close_matches(value, APPS, n=1) if isinstance(value, str) else []
         guess = f"did you mean '{close[0]}'? " if close else ""
         raise where.fail(
             key,

@@ -19,9 +19,16 @@ ct_fail() { ct_result "{\"ok\": false, \"stage\": \"$1\"}"; exit 0; }
 RUN_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/colabtunnel/"{profile}
 mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR" || ct_fail rundir
 {lock}
+# An `activate` line may itself call `exit` (a failing conda hook does): the EXIT trap still
+# reports the stage and its output, through the script's own stdout/stderr kept on fds 3 and 4.
+exec 3>&1 4>&2
+ct_activate_failed() { cat "$RUN_DIR/activate.out" >&4; ct_result '{"ok": false, "stage": "activate"}' >&3; }
+trap ct_activate_failed EXIT
 {
 {activate}
-} >"$RUN_DIR/activate.out" 2>&1 </dev/null || { cat "$RUN_DIR/activate.out" >&2; ct_fail activate; }
+} >"$RUN_DIR/activate.out" 2>&1 </dev/null || exit 0
+trap - EXIT
+exec 3>&- 4>&-
 cd {workdir} 2>/dev/null || ct_fail workdir
 JUPYTER={jupyter}
 JPATH=$(command -v "$JUPYTER") || ct_fail jupyter-missing

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -109,7 +110,7 @@ def read(profile: str) -> Record | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as exc:
-        log.warning("state record %s is unreadable (%s); treating it as stale", path, exc)
+        log.info("state record %s is unreadable (%s); treating it as stale", path, exc)
         remove(profile)
         return None
 
@@ -146,8 +147,18 @@ def _from_json(data: object) -> Record:
 
 
 def remove(profile: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        _record_path(profile).unlink()
+    path = _record_path(profile)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError as exc:
+        raise ColabtunnelError(
+            f"cannot remove the state record {path}: {exc.strerror}",
+            hint="remove it by hand; it only holds this tunnel's port and token",
+        ) from exc
 
 
 def all_records() -> list[Record]:

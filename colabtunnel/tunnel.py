@@ -121,10 +121,11 @@ class Tunnel:
         if port is not None:
             try:
                 return forwarder.bind_listener(port)
-            except forwarder.PortBusy:
+            except forwarder.PortBusy as busy:
                 if pinned:
+                    by = f" by {busy.holder}" if busy.holder else ""
                     raise ColabtunnelError(
-                        f"local port {pinned} is already in use on this machine",
+                        f"local port {pinned} is already in use on this machine{by}",
                         hint='stop what holds it, pass --local-port N, or set local_port = "auto"',
                     ) from None
                 self.reporter.note(f"port {port} is taken now; the URL gets a new port")
@@ -191,8 +192,9 @@ class Tunnel:
             return info.free_port
         where = "this machine" if self.profile.is_local else self.profile.host
         key = "local_port" if self.profile.is_local else "remote_port"
+        holder = forwarder.port_holder(pinned) if self.profile.is_local else None
         raise ColabtunnelError(
-            f"port {pinned} is already in use on {where}",
+            f"port {pinned} is already in use on {where}" + (f" by {holder}" if holder else ""),
             hint=f'set {key} = "auto" in the profile (or drop --{key.replace("_", "-")}), '
             "or free the port",
         )

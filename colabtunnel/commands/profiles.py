@@ -39,6 +39,7 @@ def add(name: str, values: dict[str, Any], *, replace: bool = False) -> Path:
     """
     import tomlkit
 
+    paths.check_profiles_home()
     path = paths.profiles_file()
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     document = tomlkit.parse(text) if text else tomlkit.document()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from colabtunnel import keeper, state
 from colabtunnel.credentials import Credentials, Prompter
-from colabtunnel.errors import ColabtunnelError
+from colabtunnel.errors import ColabtunnelError, ConfigError
 from colabtunnel.output import confirm
 from colabtunnel.profiles import get_profile, with_overrides
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
@@ -25,6 +25,13 @@ class UpRequest:
     timeout: float = 120.0
     local_port: int | None = None
     remote_port: int | None = None
+
+    def check(self) -> None:
+        for flag, value in (("--local-port", self.local_port), ("--remote-port", self.remote_port)):
+            if value is not None and not 1 <= value <= 65535:
+                raise ConfigError(
+                    f"{flag} {value} is out of range", hint=f"a port is 1..65535, e.g. {flag} 8888"
+                )
 
     def options(self, previous: state.Record | None) -> UpOptions:
         return UpOptions(
@@ -42,6 +49,7 @@ class UpResult:
 
 def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpResult:
     name = request.name
+    request.check()
     get_profile(name)  # fail on configuration now, before anything starts
     with state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
@@ -72,6 +80,7 @@ def up_foreground(
 ) -> None:
     """Run the tunnel in this process until Ctrl-C or SIGTERM, then tear both ends down."""
     name = request.name
+    request.check()
     profile = with_overrides(
         get_profile(name), local_port=request.local_port, remote_port=request.remote_port
     )
