@@ -1,0 +1,172 @@
+"""colabtunnel's forwarder in a process of its own, on the real code path.
+
+    python -m benchmarks.forwarder_proc PROFILE REMOTE_PORT
+
+Resolves PROFILE (profiles.toml + ssh_config of the HOME/COLABTUNNEL_HOME it is given) with
+`colabtunnel.sshconfig.resolve`, logs in with `colabtunnel.connection.connect`, and serves
+`colabtunnel.forwarder.Forwarder` on a free 127.0.0.1 port forwarding to 127.0.0.1:REMOTE_PORT on
+the host. Prints one JSON line ({"port": ..., "cipher": ...}) and serves until stdin closes or
+SIGTERM.
+
+Experiments, in this process only (colabtunnel/ is not touched):
+  BENCH_WINDOW=8M     the SSH channel window this client advertises (paramiko default 2M)
+  BENCH_PACKET=64K    the max packet size it advertises (paramiko default 32K)
+  BENCH_CIPHER=NAME   put this cipher first in paramiko's preference list
+  BENCH_PIPE=fast     replace paramiko's BufferedPipe (whose read() is O(bytes buffered): it deletes
+                      from the front of one array) with one that keeps a list of chunks
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from benchmarks.lifeline import announce
+
+
+def size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text.rstrip("KMG")) * scale)
+
+
+def patch_cipher(name: str) -> None:
+    import paramiko
+
+    prefs = paramiko.Transport._preferred_ciphers
+    if name not in prefs:
+        raise SystemExit(f"BENCH_CIPHER={name}: paramiko offers {', '.join(prefs)}")
+    paramiko.Transport._preferred_ciphers = (name, *(c for c in prefs if c != name))
+
+
+def patch_pipe() -> None:
+    """A BufferedPipe with O(chunk) reads: a deque of chunks instead of one array trimmed at the
+    front. Same interface and semantics as paramiko.buffered_pipe.BufferedPipe."""
+    import collections
+    import time
+
+    from paramiko import buffered_pipe, channel
+
+    class ChunkPipe(buffered_pipe.BufferedPipe):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._chunks: collections.deque[bytes] = collections.deque()
+            self._size = 0
+
+        def _buffer_frombytes(self, data: bytes) -> None:
+            if data:
+                self._chunks.append(bytes(data))
+                self._size += len(data)
+
+        def read_ready(self) -> bool:
+            with self._lock:
+                return self._size > 0
+
+        def __len__(self) -> int:
+            with self._lock:
+                return self._size
+
+        def empty(self) -> bytes:
+            with self._lock:
+                out = b"".join(self._chunks)
+                self._chunks.clear()
+                self._size = 0
+                if self._event is not None and not self._closed:
+                    self._event.clear()
+                return out
+
+        def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+            with self._lock:
+                if self._size == 0:
+                    if self._closed:
+                        return b""
+                    if timeout == 0.0:
+                        raise buffered_pipe.PipeTimeout()
+                    while self._size == 0 and not self._closed:
+                        then = time.time()
+                        self._cv.wait(timeout)
+                        if timeout is not None:
+                            timeout -= time.time() - then
+                            if timeout <= 0.0:
+                                raise buffered_pipe.PipeTimeout()
+                parts = []
+                want = nbytes
+                while self._chunks and want > 0:
+                    head = self._chunks[0]
+                    if len(head) <= want:
+                        parts.append(self._chunks.popleft())
+                        want -= len(head)
+                    else:
+                        parts.append(head[:want])
+                        self._chunks[0] = head[want:]
+                        want = 0
+                out = parts[0] if len(parts) == 1 else b"".join(parts)
+                self._size -= len(out)
+                if self._size == 0 and self._event is not None and not self._closed:
+                    self._event.clear()
+                return out
+
+    # set_event() reads len(self._buffer): keep that array empty and answer from _size instead
+    def set_event(self: ChunkPipe, event: threading.Event) -> None:
+        with self._lock:
+            self._event = event
+            if self._closed or self._size > 0:
+                event.set()
+            else:
+                event.clear()
+
+    ChunkPipe.set_event = set_event
+    channel.BufferedPipe = ChunkPipe
+
+
+def main() -> None:
+    profile_name, remote_port = sys.argv[1], int(sys.argv[2])
+    if os.environ.get("BENCH_CIPHER"):
+        patch_cipher(os.environ["BENCH_CIPHER"])
+    if os.environ.get("BENCH_PIPE") == "fast":
+        patch_pipe()
+
+    from colabtunnel import connection, forwarder, profiles, sshconfig
+    from colabtunnel.credentials import Credentials
+
+    profile = profiles.get_profile(profile_name)
+    target = sshconfig.resolve(profile)
+    conn = connection.connect(target, profile.name, creds=Credentials(profile.name))
+    transport = conn.transport
+    if os.environ.get("BENCH_WINDOW"):
+        transport.default_window_size = size(os.environ["BENCH_WINDOW"])
+    if os.environ.get("BENCH_PACKET"):
+        transport.default_max_packet_size = size(os.environ["BENCH_PACKET"])
+    fwd = forwarder.Forwarder(
+        forwarder.bind_listener(0), lambda origin: conn.open_forward(remote_port, origin)
+    ).start()
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def watch_stdin() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    announce(
+        port=fwd.port,
+        cipher=transport.local_cipher,
+        mac=transport.local_mac,
+        window=transport.default_window_size,
+        packet=transport.default_max_packet_size,
+        pid=os.getpid(),
+    )
+    stop.wait()
+    fwd.stop()
+    conn.close()
+
+
+if __name__ == "__main__":
+    main()
