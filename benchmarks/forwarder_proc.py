@@ -140,7 +140,7 @@ def main() -> None:
     if os.environ.get("BENCH_PACKET"):
         transport.default_max_packet_size = size(os.environ["BENCH_PACKET"])
     fwd = forwarder.Forwarder(
-        forwarder.bind_listener(0), lambda origin: conn.open_forward(remote_port, origin)
+        forwarder.bind_listener(0), lambda origin: conn.open_tuned_forward(remote_port, origin)
     ).start()
 
     stop = threading.Event()

@@ -204,7 +204,7 @@ class Tunnel:
         if not self._connected.wait(CONNECTION_WAIT_S) or self.connection is None:
             raise ColabtunnelError(f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)")
         assert self.opened is not None
-        return self.connection.open_forward(self.opened.remote_port, origin)
+        return self.connection.open_tuned_forward(self.opened.remote_port, origin)
 
     def _probe(self, local_port: int, token: str) -> None:
         from colabtunnel import probe
