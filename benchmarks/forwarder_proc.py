@@ -12,6 +12,7 @@ Experiments, in this process only (colabtunnel/ is not touched):
   BENCH_WINDOW=8M     the SSH channel window this client advertises (paramiko default 2M)
   BENCH_PACKET=64K    the max packet size it advertises (paramiko default 32K)
   BENCH_CIPHER=NAME   put this cipher first in paramiko's preference list
+  BENCH_TUNE=0        colabtunnel's fixed window (no growth to the bandwidth-delay product)
   BENCH_PIPE=fast     replace paramiko's BufferedPipe (whose read() is O(bytes buffered): it deletes
                       from the front of one array) with one that keeps a list of chunks
 """
@@ -139,8 +140,11 @@ def main() -> None:
         transport.default_window_size = size(os.environ["BENCH_WINDOW"])
     if os.environ.get("BENCH_PACKET"):
         transport.default_max_packet_size = size(os.environ["BENCH_PACKET"])
+    # BENCH_TUNE=0: the fixed paramiko window, to measure what the adaptive window buys.
+    tuned = os.environ.get("BENCH_TUNE", "1") != "0"
+    opener = conn.open_tuned_forward if tuned else conn.open_forward
     fwd = forwarder.Forwarder(
-        forwarder.bind_listener(0), lambda origin: conn.open_tuned_forward(remote_port, origin)
+        forwarder.bind_listener(0), lambda origin: opener(remote_port, origin)
     ).start()
 
     stop = threading.Event()

@@ -356,14 +356,6 @@ def profiles_remove(name: ProfileArg) -> None:
     print(f"removed profile {name} from {path}", file=sys.stderr)
 
 
-@app.command("_keeper", hidden=True)
-def _keeper() -> None:
-    """Internal: the background keeper (started by `up`)."""
-    from colabtunnel import keeper
-
-    raise typer.Exit(keeper.main())
-
-
 def main() -> None:
     try:
         app()

@@ -100,8 +100,11 @@ class Connection:
 
     def open_tuned_forward(self, port: int, origin: tuple[str, int]) -> TunedChannel:
         """The same, with a window that grows to the link's bandwidth-delay product."""
-        rtt = self.rtt_s if self.rtt_s != float("inf") else 0.0
-        return TunedChannel(self.open_forward(port, origin), rtt)
+        return TunedChannel(self.open_forward(port, origin), self.link_rtt)
+
+    def link_rtt(self) -> float:
+        """The smallest keepalive round trip seen (0 before any): the link's own latency."""
+        return self.rtt_s if self.rtt_s != float("inf") else 0.0
 
     def ping(self, timeout: float) -> bool:
         """Send a keepalive and wait for the answer (any answer) at most `timeout` seconds.
@@ -172,7 +175,10 @@ def connect(
     transports = walk(target, profile, verify, creds, login_target=True)
     log.info("connected to %s@%s:%d", target.user, target.hostname, target.port)
     connection = Connection(transports[-1], target, transports[:-1])
-    connection.ping(CONNECT_TIMEOUT)  # the first RTT, for window sizing before any heartbeat
+    # First RTTs for window sizing, before any heartbeat; the smaller of two is less skewed by a
+    # server still busy with the login.
+    for _ in range(2):
+        connection.ping(CONNECT_TIMEOUT)
     return connection
 
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -351,13 +352,17 @@ class _Probe:
         major = (self.server_version or "").split(".")[0]
         return major in ("5", "6")
 
-    def learn_version(self) -> None:
-        """Which server this is, for the diagnoses; no check of its own (preflight reports errors)."""
+    def learn_version(self) -> bool:
+        """Which server this is, for the diagnoses; no check of its own (preflight reports errors).
+        False when nothing answers at all."""
         try:
             version = self.request("GET", "api").json().get("version")
-        except (_Unreachable, ValueError, AttributeError):
-            return
+        except _Unreachable:
+            return False
+        except (ValueError, AttributeError):
+            return True
         self.server_version = str(version) if version else None
+        return True
 
     @property
     def public_url(self) -> str:
@@ -528,6 +533,17 @@ class _Probe:
         note = " (normal: Jupyter has no Colab build info)" if status == 404 else ""
         self.add("build-info", ok, f"GET {self.shown('api/colab/build-info')} -> {status}{note}")
 
+    def kernel_guarded(self) -> None:
+        """kernel(), on a thread: whatever happens, the report gets a verdict on the kernel."""
+        try:
+            self.kernel()
+        except Exception as exc:  # reported as a failed check, never lost with the thread
+            self.add("kernel-start", False, f"the kernel check stopped: {_reason(exc)}")
+        if all(c.ok for c in self.checks) and not any(
+            c.name == "kernel-execute" for c in self.checks
+        ):
+            self.add("kernel-execute", False, "the kernel check did not finish")
+
     def kernel(self) -> None:
         deadline = time.monotonic() + self.timeout
         try:
@@ -696,7 +712,16 @@ def run_probe(
     """
     probe = _Probe(base_url, token, origin, timeout, code, expect)
     probe.root_url()
-    probe.learn_version()
+    reachable = probe.learn_version()
+    # The kernel takes longest to start: it runs beside the HTTP checks, on a session of its own
+    # (when nothing answers at all, the first HTTP check says so, once).
+    kernel_probe = _Probe(base_url, token, origin, timeout, code, expect)
+    kernel_thread = None
+    if execute and reachable:
+        kernel_thread = threading.Thread(
+            target=kernel_probe.kernel_guarded, name="probe-kernel", daemon=True
+        )
+        kernel_thread.start()
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("preflight", probe.preflight),
         ("cors-get", probe.cors_get),
@@ -705,8 +730,6 @@ def run_probe(
         ("foreign-origin", probe.foreign_origin),
         ("build-info", probe.build_info),
     ]
-    if execute:
-        steps.append(("kernel-start", probe.kernel))
     try:
         for name, step in steps:
             try:
@@ -716,4 +739,8 @@ def run_probe(
                 break
     finally:
         probe.session.close()
+    if kernel_thread is not None:
+        kernel_thread.join(timeout + 5)
+        probe.checks.extend(kernel_probe.checks)
+    kernel_probe.session.close()
     return ProbeReport(url=probe.public_url, checks=tuple(probe.checks))

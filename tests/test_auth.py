@@ -56,7 +56,7 @@ def _secret_nowhere(env: Env, secret: str) -> None:
     assert secret not in args
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "_keeper" in " ".join(proc.info["cmdline"] or []):
+            if "colabtunnel.keeper" in " ".join(proc.info["cmdline"] or []):
                 assert secret not in " ".join(proc.cmdline())
                 assert all(secret not in v for v in proc.environ().values())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

@@ -52,7 +52,7 @@ def test_help_lists_commands_but_not_the_keeper() -> None:
     assert done.returncode == 0, done.stderr
     for command in ("up", "down", "status", "url", "trust"):
         assert f" {command} " in done.stdout, command
-    assert "_keeper" not in done.stdout + done.stderr
+    assert "keeper" not in done.stdout + done.stderr
 
 
 def test_version() -> None:

@@ -266,7 +266,7 @@ def _interrupt_when(env: Env, name: str, marker: str) -> None:
 
 def _nothing_left(env: Env, server: Sshd, name: str) -> None:
     wait_for(lambda: not _jupyters_under(server.remote_home), timeout=30)
-    assert not [p for p in leftover_processes(env) if "_keeper" in " ".join(p.cmdline())]
+    assert not [p for p in leftover_processes(env) if "colabtunnel.keeper" in " ".join(p.cmdline())]
     assert not (env.ct_home / "state" / f"{name}.json").exists()
 
 
