@@ -22,6 +22,8 @@ from typing import Any
 
 import psutil
 
+from tests.sshd import config_text
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 VENV_BIN = Path(sys.executable).parent
@@ -190,26 +192,7 @@ def start_sshd(children: Children, root: Path) -> Sshd:
     Path("/run/sshd").mkdir(exist_ok=True)
     port = free_port()
     config = root / "sshd_config"
-    config.write_text(
-        f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {host_key}
-AuthorizedKeysFile {root}/authorized_keys
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-PidFile none
-AllowTcpForwarding local
-X11Forwarding no
-PrintMotd no
-ClientAliveInterval 0
-MaxStartups 100
-SetEnv HOME={remote_home}
-"""
-    )
+    config.write_text(config_text(port, root, host_key, remote_home, extra="MaxStartups 100\n"))
     child = children.command("sshd", [SSHD, "-D", "-e", "-f", str(config)])
     deadline = time.monotonic() + 20
     while True:

@@ -33,6 +33,27 @@ class Sshd:
         return f"[{host}]:{self.port} {self.host_key_pub}\n"
 
 
+def config_text(port: int, root: Path, host_key: Path, remote_home: Path, extra: str = "") -> str:
+    """sshd_config for a loopback test host: key login for root, local forwarding, its own HOME."""
+    return f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+AuthorizedKeysFile {root}/authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+UsePAM no
+PidFile none
+AllowTcpForwarding local
+X11Forwarding no
+PrintMotd no
+ClientAliveInterval 0
+SetEnv HOME={remote_home}
+{extra}"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,25 +94,7 @@ def running_sshd(root: Path, port: int | None = None) -> Iterator[Sshd]:
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
     port = port or free_port()
     config = root / "sshd_config"
-    config.write_text(
-        f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {host_key}
-AuthorizedKeysFile {root}/authorized_keys
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-PidFile none
-AllowTcpForwarding local
-X11Forwarding no
-PrintMotd no
-ClientAliveInterval 0
-SetEnv HOME={remote_home}
-"""
-    )
+    config.write_text(config_text(port, root, host_key, remote_home))
     log = root / "sshd.log"
     with open(log, "ab") as log_fh:
         process = subprocess.Popen(
