@@ -205,7 +205,7 @@ def _load_key(path: Path, creds: Credentials, attempts: _Attempts) -> paramiko.P
             f"correct it with `colabtunnel secret set {creds.profile} --passphrase`",
         )
         return None
-    creds.worked(PASSPHRASE, cache_key, passphrase)
+    creds.worked(cache_key, passphrase)
     return key
 
 
@@ -219,7 +219,7 @@ def _kbd_handler(target: SSHTarget, creds: Credentials, attempts: _Attempts):  #
             if not echo and "password" in text.lower():
                 value = creds.secret(PASSWORD, _password_key(target), text)
                 if value is not None:
-                    creds.worked(PASSWORD, _password_key(target), value)
+                    creds.worked(_password_key(target), value)
             else:
                 value = creds.answer((header + "\n" if header else "") + text, echo)
             if value is None:
@@ -257,7 +257,7 @@ def _password(
             f"if it is stored, update it with `colabtunnel secret set {creds.profile}`",
         )
         return
-    creds.worked(PASSWORD, key, password)
+    creds.worked(key, password)
 
 
 def _give_up(

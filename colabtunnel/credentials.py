@@ -90,7 +90,6 @@ class Credentials:
     prompter: Prompter | None = None
     cache: dict[str, str] = field(default_factory=dict)
     prompted: dict[str, str] = field(default_factory=dict)  # asked this time: may be saved
-    asked_codes: int = 0
 
     def secret(self, kind: str, cache_key: str, prompt: str) -> str | None:
         if cache_key in self.cache:
@@ -104,7 +103,7 @@ class Credentials:
             register(value)
         return value
 
-    def worked(self, kind: str, cache_key: str, value: str) -> None:
+    def worked(self, cache_key: str, value: str) -> None:
         self.cache[cache_key] = value
 
     def forget(self, cache_key: str) -> None:
@@ -114,7 +113,6 @@ class Credentials:
         """A keyboard-interactive question (often a one-time code): asked, never stored."""
         if self.prompter is None:
             return None
-        self.asked_codes += 1
         value = self.prompter.ask(prompt, echo)
         if value is not None and not echo:
             register(value)
@@ -131,7 +129,3 @@ class Credentials:
                 saved.append(kind)
         self.prompted.clear()
         return saved
-
-    def export(self) -> dict[str, str]:
-        """The reusable secrets (never one-time codes), for handing to the keeper over a pipe."""
-        return dict(self.cache)

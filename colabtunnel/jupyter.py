@@ -63,6 +63,11 @@ class RemoteServer:
     ready_s: float | None = None
 
 
+def install_hint(profile: Profile) -> str:
+    """What to install when Jupyter is missing or unusable: beside colabtunnel, or on the host."""
+    return LOCAL_INSTALL_HINT if profile.is_local else flavours.INSTALL_HINT
+
+
 def _placeholders(profile: Profile) -> dict[str, str]:
     return {
         "profile": quote(profile.name),

@@ -14,16 +14,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from colabtunnel import forwarder, jupyter, redact, state
 from colabtunnel.connection import Connection
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import COLAB_ORIGIN, INSTALL_HINT, choose
+from colabtunnel.flavours import COLAB_ORIGIN, choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile
 from colabtunnel.supervisor import Health, Supervisor
+
+if TYPE_CHECKING:
+    from colabtunnel.sshconfig import SSHTarget
 
 log = logging.getLogger("colabtunnel")
 
@@ -52,7 +55,6 @@ class Opened:
     flavour: str
     host: str
     reattached: bool
-    replaced_dead: bool  # a previous server for this profile had died: the URL changed
 
 
 def local_jupyter(profile: Profile) -> Profile:
@@ -92,7 +94,7 @@ class Tunnel:
         listener = None if self.profile.is_local else self._bind_local()
         try:
             self.host = self.connect_host()
-            server, replaced = self._ensure_server()
+            server = self._ensure_server()
             if listener is not None:
                 self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
                 listener = None
@@ -106,7 +108,6 @@ class Tunnel:
                 server.flavour,
                 self._target_label,
                 server.reattached,
-                replaced,
             )
             if self.options.probe:
                 self._probe(local_port, server.token)
@@ -134,7 +135,7 @@ class Tunnel:
     def connect_host(self) -> Host:
         if self.profile.is_local:
             return LocalHost()
-        from colabtunnel import connection, sshconfig
+        from colabtunnel import sshconfig
 
         target = sshconfig.resolve(self.profile)
         self._target_label = f"{target.user}@{target.hostname}:{target.port}"
@@ -145,13 +146,18 @@ class Tunnel:
                 "StrictHostKeyChecking=no (ssh_config) is not honoured: "
                 "colabtunnel always verifies host keys"
             )
+        return self._login(target, accept_new=self.options.accept_new)
+
+    def _login(self, target: SSHTarget, accept_new: bool) -> Host:
+        from colabtunnel import connection
+
         self.connection = connection.connect(
-            target, self.profile.name, accept_new=self.options.accept_new, creds=self.creds
+            target, self.profile.name, accept_new=accept_new, creds=self.creds
         )
         self._connected.set()
         return SSHHost(self.connection, self.profile.host)
 
-    def _ensure_server(self) -> tuple[jupyter.RemoteServer, bool]:
+    def _ensure_server(self) -> jupyter.RemoteServer:
         assert self.host is not None
         profile = self.profile
         want = profile.remote_port
@@ -162,9 +168,8 @@ class Tunnel:
         reusable = jupyter.reusable(info)
         if reusable is not None:
             self.reporter.step(f"re-attaching to the running Jupyter (port {reusable.port})")
-            return reusable, False
-        replaced = info.existing is not None
-        if replaced:
+            return reusable
+        if info.existing is not None:
             jupyter.stop(self.host, profile)
             self.reporter.note(
                 "the previous Jupyter for this profile was gone or not answering: "
@@ -173,16 +178,13 @@ class Tunnel:
         hazard = jupyter.hazard_error(info, f"on {self.host.name}")
         if hazard is not None:
             raise hazard
-        hint = jupyter.LOCAL_INSTALL_HINT if profile.is_local else INSTALL_HINT
-        flavour = choose(profile.app, info.versions, hint)
+        flavour = choose(profile.app, info.versions, jupyter.install_hint(profile))
         _require_kernel(info, profile)
         port = self._remote_port(info, want)
         token = redact.new_token()
         self.reporter.step(f"starting {flavour.label} on {self.host.name}, port {port}")
         self._started_remote = True
-        return jupyter.start(
-            self.host, profile, info, flavour, port, token, self.options.timeout
-        ), replaced
+        return jupyter.start(self.host, profile, info, flavour, port, token, self.options.timeout)
 
     def _remote_port(self, info: jupyter.HostInfo, want: int | None) -> int:
         if want is None or info.want_port_free is not False:
@@ -264,20 +266,17 @@ class Tunnel:
 
     def reconnect(self) -> str:
         """One attempt: "ok", "needs-login" (a person must answer) or "failed"."""
-        from colabtunnel import connection, sshconfig
+        from colabtunnel import sshconfig
         from colabtunnel.auth import LoginNeeded
 
         try:
-            target = sshconfig.resolve(self.profile)
-            self.connection = connection.connect(target, self.profile.name, creds=self.creds)
-            self.host = SSHHost(self.connection, self.profile.host)
+            self.host = self._login(sshconfig.resolve(self.profile), accept_new=False)
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
             return "needs-login"
         except ColabtunnelError as exc:
             log.warning("reconnect failed: %s", exc.message)
             return "failed"
-        self._connected.set()
         return "ok"
 
     # -- stop ----------------------------------------------------------------------------------

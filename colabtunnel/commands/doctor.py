@@ -13,7 +13,7 @@ from typing import Any
 from colabtunnel import jupyter, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import INSTALL_HINT, choose
+from colabtunnel.flavours import choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile, get_profile
 from colabtunnel.tunnel import local_jupyter
@@ -130,10 +130,9 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
 
     _step(add, "host", inspect)
     assert info is not None
-    hint = jupyter.LOCAL_INSTALL_HINT if profile.is_local else INSTALL_HINT
     versions = ", ".join(f"{k} {v}" for k, v in sorted(info.versions.items()) if v)
     try:
-        flavour = choose(profile.app, info.versions, hint)
+        flavour = choose(profile.app, info.versions, jupyter.install_hint(profile))
         add(Finding("jupyter", PASS, f"{flavour.label} (--{flavour.prefix}.* flags); {versions}"))
     except ColabtunnelError as exc:
         add(Finding("jupyter", FAIL, exc.message, exc.hint))
