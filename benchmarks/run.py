@@ -32,6 +32,7 @@ PATH_LABELS = {"direct": "direct", "ssh": "ssh -L", "colabtunnel": "colabtunnel"
 LINKS = ("loopback", "link")
 STEPS = ("launch", "connect", "detect", "start", "ready", "confirm", "probe")
 MB = 1_000_000
+PARTS = frozenset({"transfer", "memory", "startup"})
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Config:
     startup_repeat: int
     cli_repeat: int
     variants: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    startup: bool = True
+    parts: frozenset[str] = PARTS
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -64,7 +65,7 @@ class Config:
             rss_bytes=int((args.rss_mb or (20 if quick else 1000)) * MB),
             startup_repeat=repeat,
             cli_repeat=max(3, repeat),
-            startup=not args.no_startup,
+            parts=frozenset(args.only or PARTS) - ({"startup"} if args.no_startup else set()),
         )
         for window in args.windows.split(",") if args.windows else []:
             cfg.variants.append((f"w={window}", {"BENCH_WINDOW": window}))
@@ -153,7 +154,7 @@ class Bench:
             self.world = harness.make_world(self.root, self.sshd, int(self.link_sshd.info["port"]))
             yield
         finally:
-            if self.world is not None and self.cfg.startup:
+            if self.world is not None and "startup" in self.cfg.parts:
                 startup.cleanup(self.world)
             self.children.close()
             if os.environ.get("BENCH_KEEP_TMP"):
@@ -424,10 +425,12 @@ class Bench:
     def run(self) -> Results:
         self.declare_transfer_metrics()
         with self.setup():
-            for link in LINKS:
-                self.transfers(link)
-            self.memory()
-            if self.cfg.startup:
+            if "transfer" in self.cfg.parts:
+                for link in LINKS:
+                    self.transfers(link)
+            if "memory" in self.cfg.parts:
+                self.memory()
+            if "startup" in self.cfg.parts:
                 self.startup()
         self.results.finish()
         for variant in self.results.variants.values():
@@ -643,6 +646,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "BENCH_CIPHER, BENCH_PIPE; see benchmarks/forwarder_proc.py)",
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(PARTS),
+        help="run only this part (repeatable): for iterating on one thing",
+    )
     return parser.parse_args(argv)
 
 
