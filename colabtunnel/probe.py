@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import requests
+
+log = logging.getLogger("colabtunnel")
 
 COLAB_ORIGIN = "https://colab.research.google.com"
 FOREIGN_ORIGIN = "https://evil.example"
@@ -54,10 +57,18 @@ class ProbeReport:
 
     url: str
     checks: tuple[Check, ...]
+    # Deleting the probe's kernel (0.1-0.2 s: Jupyter waits for it to exit) decides nothing, so
+    # `up` need not wait for it before printing the URL; settle() waits.
+    cleanup: threading.Thread | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the probe's kernel is deleted (or `timeout` passes)."""
+        if self.cleanup is not None:
+            self.cleanup.join(timeout)
 
     def first_failure(self) -> Check | None:
         return next((check for check in self.checks if not check.ok), None)
@@ -345,6 +356,8 @@ class _Probe:
         self.checks: list[Check] = []
         self.session = self._new_session()
         self.server_version: str | None = None
+        self.kernel_id: str | None = None
+        self.verdict = threading.Event()  # set once the kernel checks are in self.checks
 
     @property
     def classic(self) -> bool:
@@ -534,7 +547,8 @@ class _Probe:
         self.add("build-info", ok, f"GET {self.shown('api/colab/build-info')} -> {status}{note}")
 
     def kernel_guarded(self) -> None:
-        """kernel(), on a thread: whatever happens, the report gets a verdict on the kernel."""
+        """kernel(), on a thread: whatever happens, the report gets a verdict on the kernel; then,
+        with the verdict out, the kernel is deleted."""
         try:
             self.kernel()
         except Exception as exc:  # reported as a failed check, never lost with the thread
@@ -543,6 +557,12 @@ class _Probe:
             c.name == "kernel-execute" for c in self.checks
         ):
             self.add("kernel-execute", False, "the kernel check did not finish")
+        self.verdict.set()
+        try:
+            if self.kernel_id is not None:
+                self.delete_kernel(self.kernel_id)
+        finally:
+            self.session.close()
 
     def kernel(self) -> None:
         deadline = time.monotonic() + self.timeout
@@ -566,24 +586,18 @@ class _Probe:
             detail += f"; no kernel id ({message})" if message else "; no kernel id"
             self.add("kernel-start", False, detail, [problem])
             return
+        self.kernel_id = kernel_id
         self.add("kernel-start", True, f"{detail}; kernel {kernel_id}")
-        cleanup = ""
-        try:
-            self.execute(kernel_id, deadline)
-        finally:
-            cleanup = self.delete_kernel(kernel_id)
-        if cleanup:
-            last = self.checks[-1]
-            self.checks[-1] = Check(last.name, last.ok, self.mask(last.detail + cleanup), last.fix)
+        self.execute(kernel_id, deadline)
 
-    def delete_kernel(self, kernel_id: str) -> str:
+    def delete_kernel(self, kernel_id: str) -> None:
         try:
             resp = self.request("DELETE", f"api/kernels/{kernel_id}")
         except _Unreachable as exc:
-            return f"; kernel delete failed: {exc.detail}"
+            log.warning("deleting the probe's kernel %s failed: %s", kernel_id, exc.detail)
+            return
         if resp.status_code not in (200, 204, 404):
-            return f"; kernel delete -> {resp.status_code}"
-        return ""
+            log.warning("deleting the probe's kernel %s -> %d", kernel_id, resp.status_code)
 
     def execute(self, kernel_id: str, deadline: float) -> None:
         import websocket
@@ -703,12 +717,14 @@ def run_probe(
     code: str = "print(6*7)",
     expect: str = "42",
     execute: bool = True,
+    wait_for_cleanup: bool = True,
 ) -> ProbeReport:
     """Talk to the Jupyter at `base_url` exactly as Colab's page would and report every step.
 
     `timeout` bounds each HTTP request, and the kernel step (start + execute) as a whole.
     Stops early, with a failing check, when the server does not answer at all. Raises only for
-    programming errors (ValueError for a base_url that is not http(s)).
+    programming errors (ValueError for a base_url that is not http(s)). With `wait_for_cleanup`
+    false the probe's kernel may still be being deleted on return: see ProbeReport.settle().
     """
     probe = _Probe(base_url, token, origin, timeout, code, expect)
     probe.root_url()
@@ -740,7 +756,11 @@ def run_probe(
     finally:
         probe.session.close()
     if kernel_thread is not None:
-        kernel_thread.join(timeout + 5)
+        kernel_probe.verdict.wait(timeout + 5)
         probe.checks.extend(kernel_probe.checks)
-    kernel_probe.session.close()
-    return ProbeReport(url=probe.public_url, checks=tuple(probe.checks))
+    else:
+        kernel_probe.session.close()
+    report = ProbeReport(url=probe.public_url, checks=tuple(probe.checks), cleanup=kernel_thread)
+    if wait_for_cleanup:
+        report.settle(timeout + 5)
+    return report

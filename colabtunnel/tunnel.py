@@ -217,9 +217,11 @@ class Tunnel:
             token,
             origin=COLAB_ORIGIN,
             timeout=min(self.options.timeout, 60),
+            wait_for_cleanup=False,  # the kernel is deleted while the URL is shown
         )
         failure = report.first_failure()
         if failure is not None:
+            report.settle(10)
             raise ColabtunnelError(
                 f"Colab check {failure.name!r} failed: {failure.detail}", hint=failure.fix
             )

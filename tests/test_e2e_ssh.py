@@ -55,8 +55,16 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def kernel_ids(port: int, token: str) -> list[str]:
+    resp = requests.get(f"http://127.0.0.1:{port}/api/kernels", params={"token": token}, timeout=30)
+    resp.raise_for_status()
+    return [kernel["id"] for kernel in resp.json()]
+
+
 def test_up_probe_down(env: Env) -> None:
     _, port, token = up(env)
+    # up's own probe kernel is deleted by the keeper after the URL is out
+    wait_for(lambda: not kernel_ids(port, token), timeout=15)
     report = run_probe(f"http://127.0.0.1:{port}/", token)
     assert report.ok, report.to_dict()
     execute = next(c for c in report.checks if c.name == "kernel-execute")
