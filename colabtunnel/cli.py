@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    # Plain click help: rich's renderer costs 0.1-0.15 s of every `--help` (0.08 s without it).
+    rich_markup_mode=None,
 )
 T = TypeVar("T")
 _debug = False
@@ -74,7 +76,7 @@ def _main(
         setup_console_logging(verbose=True)
 
 
-@app.command()
+@app.command(short_help="Start Jupyter on the host, forward it, print the URL.")
 def up(
     profile: ProfileArg,
     foreground: Annotated[
@@ -184,7 +186,7 @@ def url(profile: ProfileArg) -> None:
     print(_run(lambda: cmd.url(profile)))
 
 
-@app.command()
+@app.command(short_help="Check and trust a host key (and its jump hosts).")
 def trust(
     profile: ProfileArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
