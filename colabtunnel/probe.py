@@ -728,16 +728,16 @@ def run_probe(
     """
     probe = _Probe(base_url, token, origin, timeout, code, expect)
     probe.root_url()
-    reachable = probe.learn_version()
-    # The kernel takes longest to start: it runs beside the HTTP checks, on a session of its own
-    # (when nothing answers at all, the first HTTP check says so, once).
+    # The kernel takes longest to start: it starts first and runs beside the HTTP checks, on a
+    # session of its own. When nothing answers at all, the first HTTP check says so, once.
     kernel_probe = _Probe(base_url, token, origin, timeout, code, expect)
     kernel_thread = None
-    if execute and reachable:
+    if execute:
         kernel_thread = threading.Thread(
             target=kernel_probe.kernel_guarded, name="probe-kernel", daemon=True
         )
         kernel_thread.start()
+    reachable = probe.learn_version()
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("preflight", probe.preflight),
         ("cors-get", probe.cors_get),
@@ -755,11 +755,11 @@ def run_probe(
                 break
     finally:
         probe.session.close()
-    if kernel_thread is not None:
+    if kernel_thread is None:
+        kernel_probe.session.close()
+    elif reachable:
         kernel_probe.verdict.wait(timeout + 5)
         probe.checks.extend(kernel_probe.checks)
-    else:
-        kernel_probe.session.close()
     report = ProbeReport(url=probe.public_url, checks=tuple(probe.checks), cleanup=kernel_thread)
     if wait_for_cleanup:
         report.settle(timeout + 5)
