@@ -708,6 +708,17 @@ def _json_message(resp: Any) -> str:
     return ""
 
 
+def preload() -> None:
+    """Import what run_probe needs (requests, websocket-client: ~0.09 s) on a thread, so a caller
+    that is about to wait anyway (for Jupyter to start) does not pay for it later."""
+
+    def load() -> None:
+        import requests  # noqa: F401
+        import websocket  # noqa: F401
+
+    threading.Thread(target=load, name="probe-preload", daemon=True).start()
+
+
 def run_probe(
     base_url: str,
     token: str,

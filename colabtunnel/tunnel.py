@@ -184,6 +184,10 @@ class Tunnel:
         token = redact.new_token()
         self.reporter.step(f"starting {flavour.label} on {self.host.name}, port {port}")
         self._started_remote = True
+        if self.options.probe:
+            from colabtunnel import probe
+
+            probe.preload()  # while Jupyter starts, this process only waits
         return jupyter.start(self.host, profile, info, flavour, port, token, self.options.timeout)
 
     def _remote_port(self, info: jupyter.HostInfo, want: int | None) -> int:
