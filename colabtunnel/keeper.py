@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict
+from pathlib import Path
 from typing import IO, Any
 
-from colabtunnel import paths, state
+from colabtunnel import keeper_launch, paths, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.logs import setup_file_logging
@@ -91,19 +92,7 @@ def spawn(
 ) -> state.Record:
     """Start a keeper for `profile` and relay its progress until it is ready. Return its record."""
     log_file = paths.private_dir(paths.log_dir()) / f"{profile}.log"
-    stderr = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
-    try:
-        child = subprocess.Popen(
-            # Not through the CLI: the keeper needs no typer, and skipping it saves ~0.1 s of `up`.
-            [sys.executable, "-m", "colabtunnel.keeper"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            close_fds=True,
-            **_detach_flags(),
-        )
-    finally:
-        stderr.close()
+    child = keeper_launch.take_early() or keeper_launch.launch(log_file)
     assert child.stdin is not None and child.stdout is not None
     orders = {"profile": profile, "overrides": overrides, "options": asdict(options)}
     try:
@@ -116,13 +105,6 @@ def spawn(
     finally:
         child.stdin.close()
         child.stdout.close()
-
-
-def _detach_flags() -> dict[str, Any]:
-    if os.name == "nt":
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
-        return {"creationflags": flags}
-    return {"start_new_session": True}
 
 
 def _relay(
@@ -212,14 +194,23 @@ def main() -> int:
     # itself, and invoke (asyncio, yaml, unittest.mock) is 0.05 s of every `up`. This process is
     # ours alone, so it can decline that import.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
+    if "--warm" in sys.argv[1:]:
+        try:
+            import paramiko  # noqa: F401 - started early (keeper_launch): no orders yet
+        except Terminated:
+            return 1
 
     signal.signal(signal.SIGTERM, _on_term)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, _on_release)
-    orders = json.loads(sys.stdin.readline())
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # an early keeper that `up` did not need
+    orders = json.loads(line)
     name = orders["profile"]
+    _stderr_to(paths.private_dir(paths.log_dir()) / f"{name}.log")
     setup_file_logging(name)
     reporter = _PipeReporter(sys.stdout, sys.stdin)
     tunnel: Tunnel | None = None
@@ -256,6 +247,14 @@ def main() -> int:
         return EXIT_RUNTIME
     _detach_stdio()
     return _serve(tunnel, record)
+
+
+def _stderr_to(log_file: Path) -> None:
+    """Whatever reaches stderr (a crash, a warning) goes to the profile's log, also for a keeper
+    started before its profile was known."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _detach_stdio() -> None:

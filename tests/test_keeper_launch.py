@@ -1,0 +1,55 @@
+"""The early keeper: started before the CLI parses, adopted by `up`, gone when nobody needs it."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+
+from colabtunnel.keeper_launch import wants_keeper
+from tests.conftest import Env, leftover_processes
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (["up", "gpu"], True),
+        (["--debug", "-v", "up", "gpu", "--json"], True),
+        (["up", "gpu", "--foreground"], False),  # runs in this process
+        (["up", "--help"], False),
+        (["up", "-h"], False),
+        (["status"], False),
+        (["down", "up"], False),  # "up" as a profile name
+        (["profiles", "show", "up"], False),
+        ([], False),
+        (["--debug"], False),
+    ],
+)
+def test_which_commands_start_an_early_keeper(argv: list[str], wanted: bool) -> None:
+    assert wants_keeper(argv) is wanted
+
+
+def keepers(world: Env) -> list[psutil.Process]:
+    return [p for p in leftover_processes(world) if "colabtunnel.keeper" in " ".join(p.cmdline())]
+
+
+def test_unadopted_early_keeper_is_gone_when_up_exits(local_env: Env) -> None:
+    # A configuration error: the early keeper was started, `up` never adopted it. Checked the
+    # moment the CLI has exited, not after a grace period.
+    done = local_env.run("up", "no-such-profile")
+    assert done.returncode == 2, done.stderr
+    assert not keepers(local_env)
+    assert "Traceback" not in done.stderr
+
+
+def test_up_adopts_the_early_keeper_and_a_second_up_leaves_one(local_env: Env) -> None:
+    local_env.run("up", "local", check=True)
+    record = json.loads((local_env.ct_home / "state" / "local.json").read_text())
+    running = keepers(local_env)
+    assert [p.pid for p in running] == [record["keeper_pid"]]
+    assert "--warm" in running[0].cmdline()  # the early one, not a second launch
+    local_env.run("up", "local", check=True)  # already up: its early keeper is discarded
+    assert [p.pid for p in keepers(local_env)] == [record["keeper_pid"]]
+    local_env.run("down", "local", check=True)
+    assert not leftover_processes(local_env)
