@@ -13,6 +13,8 @@ Experiments, in this process only (colabtunnel/ is not touched):
   BENCH_PACKET=64K    the max packet size it advertises (paramiko default 32K)
   BENCH_CIPHER=NAME   put this cipher first in paramiko's preference list
   BENCH_TUNE=0        colabtunnel's fixed window (no growth to the bandwidth-delay product)
+  BENCH_DIRECT=0      no direct delivery (colabtunnel/delivery.py): every byte from the server
+                      goes through paramiko's buffer and the pump thread
   BENCH_PIPE=fast     replace paramiko's BufferedPipe (whose read() is O(bytes buffered): it deletes
                       from the front of one array) with one that keeps a list of chunks
 """
@@ -128,6 +130,10 @@ def main() -> None:
         patch_cipher(os.environ["BENCH_CIPHER"])
     if os.environ.get("BENCH_PIPE") == "fast":
         patch_pipe()
+    if os.environ.get("BENCH_DIRECT") == "0":
+        from colabtunnel import delivery
+
+        delivery.DONTWAIT = None
 
     from colabtunnel import connection, forwarder, profiles, sshconfig
     from colabtunnel.credentials import Credentials

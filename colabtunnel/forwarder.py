@@ -15,6 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from colabtunnel import delivery
+from colabtunnel.window import TunedChannel
+
 log = logging.getLogger("colabtunnel")
 
 LISTEN_HOST = "127.0.0.1"  # never 0.0.0.0: the URL carries the token
@@ -182,7 +185,11 @@ class Forwarder:
         channel = None
         try:
             channel = self.open_channel(peer)
-            pump(conn, channel)
+            pump(
+                conn,
+                channel,
+                delivery.install(channel, conn) if isinstance(channel, TunedChannel) else None,
+            )
         except Exception as exc:
             log.warning("forwarded connection from port %d failed: %s", peer[1], exc)
         finally:
@@ -195,19 +202,22 @@ class Forwarder:
                 conn.close()
 
 
-def pump(sock: socket.socket, channel: Any) -> None:
+def pump(sock: socket.socket, channel: Any, to_sock_lock: threading.Lock | None = None) -> None:
     """Copy both ways until both sides have finished sending. `channel` is a paramiko Channel
-    or a socket: both have recv/sendall/fileno and a way to half-close."""
+    or a socket: both have recv/sendall/fileno and a way to half-close. `to_sock_lock`, when
+    given, is held while moving bytes from the channel to `sock` (see delivery.py)."""
     open_in = {sock: True, channel: True}
     peers = {sock: channel, channel: sock}
+    locks = {sock: contextlib.nullcontext(), channel: to_sock_lock or contextlib.nullcontext()}
     while any(open_in.values()):
         readable, _, _ = select.select([s for s, live in open_in.items() if live], [], [], 60)
         for src in readable:
-            data = src.recv(CHUNK)
             dst = peers[src]
-            if data:
-                dst.sendall(data)
-                continue
+            with locks[src]:
+                data = src.recv(CHUNK)
+                if data:
+                    dst.sendall(data)
+                    continue
             open_in[src] = False
             _shutdown_write(dst)
 

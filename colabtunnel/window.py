@@ -40,13 +40,24 @@ class TunedChannel:
 
     def recv(self, nbytes: int) -> bytes:
         data = self.channel.recv(nbytes)
-        self._received += len(data)
+        self._count(len(data))
+        return data
+
+    def consumed(self, nbytes: int) -> None:
+        """`nbytes` left paramiko's buffer other than by recv() (see delivery.py): grant the
+        window back as recv() would, and count them for the rate."""
+        ack = self.channel._check_add_window(nbytes)
+        if ack > 0:
+            _send_window_adjust(self.channel, ack)
+        self._count(nbytes)
+
+    def _count(self, nbytes: int) -> None:
+        self._received += nbytes
         now = time.monotonic()
         if now - self._since >= self.interval:
             rate = self._received / (now - self._since)
             self._received, self._since = 0, now
             self._adapt(rate)
-        return data
 
     def _adapt(self, rate: float) -> None:
         want = min(MAX_WINDOW, int(GROWTH * rate * self.rtt_s()))
@@ -72,14 +83,18 @@ class TunedChannel:
 
 def grow(channel: paramiko.Channel, delta: int) -> None:
     """Give the server `delta` more bytes of window, and make paramiko's own re-grants match."""
-    from paramiko import Message
-    from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
-
     with channel.lock:
         if channel.closed or channel.eof_received:
             return
         channel.in_window_size += delta
         channel.in_window_threshold = channel.in_window_size // 10
+    _send_window_adjust(channel, delta)
+
+
+def _send_window_adjust(channel: paramiko.Channel, delta: int) -> None:
+    from paramiko import Message
+    from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
+
     message = Message()
     message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
     message.add_int(channel.remote_chanid)
