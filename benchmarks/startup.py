@@ -221,9 +221,17 @@ def wall(world: World, *args: str, check: bool = True) -> float:
     return took
 
 
-def jupyter_own_startup(world: World, timeout: float = 120) -> tuple[float, str]:
-    """Seconds from starting `jupyter <flavour>` with colabtunnel's flags on this machine (the
-    host) to /api answering; and the flavour's label."""
+@dataclass
+class OwnStartup:
+    server: float  # launch to /api answering
+    kernel: float  # then POST /api/kernels to the first code's result
+    label: str
+
+
+def jupyter_own_startup(world: World, timeout: float = 120) -> OwnStartup:
+    """Jupyter's own start-up on this machine (the host), with colabtunnel's flags: seconds from
+    starting `jupyter <flavour>` to /api answering, then for its first kernel to run a line of
+    code (what `up` proves before it prints the URL)."""
     from colabtunnel import flavours
 
     versions = {}
@@ -235,7 +243,8 @@ def jupyter_own_startup(world: World, timeout: float = 120) -> tuple[float, str]
     args = flavours.server_args(flavour, port, allow_root=os.getuid() == 0)
     home = world.root / "jupyter-own-home"
     home.mkdir(exist_ok=True)
-    env = {**world.env, "HOME": str(home), "JUPYTER_TOKEN": secrets.token_urlsafe(32)}
+    token = secrets.token_urlsafe(32)
+    env = {**world.env, "HOME": str(home), "JUPYTER_TOKEN": token}
     log = open(world.root / "logs" / "jupyter-own.log", "ab")  # noqa: SIM115
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -254,7 +263,10 @@ def jupyter_own_startup(world: World, timeout: float = 120) -> tuple[float, str]
             if proc.poll() is not None or time.perf_counter() > deadline:
                 raise RuntimeError("Jupyter did not start; see logs/jupyter-own.log")
             time.sleep(0.01)
-        return time.perf_counter() - start, flavour.label
+        server = time.perf_counter() - start
+        started = time.perf_counter()
+        first_kernel_runs(port, token, timeout)
+        return OwnStartup(server, time.perf_counter() - started, flavour.label)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -264,6 +276,30 @@ def jupyter_own_startup(world: World, timeout: float = 120) -> tuple[float, str]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def first_kernel_runs(port: int, token: str, timeout: float) -> None:
+    """Start a kernel and run print(6*7) in it, directly (no tunnel, no checks around it)."""
+    import requests
+    import websocket
+
+    from colabtunnel.probe import execute_request
+
+    base = f"http://127.0.0.1:{port}/api/kernels"
+    kernel = requests.post(base, params={"token": token}, json={}, timeout=timeout).json()["id"]
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/api/kernels/{kernel}/channels?token={token}", timeout=timeout
+    )
+    try:
+        msg = execute_request("print(6*7)", secrets.token_hex(16))
+        ws.send(json.dumps(msg))
+        while True:
+            frame = json.loads(ws.recv())
+            parent = frame.get("parent_header", {}).get("msg_id")
+            if parent == msg["header"]["msg_id"] and frame.get("msg_type") == "stream":
+                return
+    finally:
+        ws.close()
 
 
 def leftovers(world: World) -> list[psutil.Process]:
