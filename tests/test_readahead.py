@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 
 from colabtunnel.readahead import READ_SIZE, ReadAheadSocket
 
@@ -17,19 +16,13 @@ def test_reads_hand_out_exactly_what_arrived_then_eof() -> None:
     for size in (16, 100, 1000, 500, 10_000):  # header-sized and body-sized asks
         got += reader.recv(size)
     assert got == burst
-
-    def send_more() -> None:  # more than one read-ahead, from a thread: it may not fit at once
-        right.sendall(b"x" * (READ_SIZE + 10))
-        right.close()
-
-    sender = threading.Thread(target=send_more)
-    sender.start()
+    right.sendall(b"x" * (READ_SIZE + 10))  # more than one read-ahead
+    right.close()
     rest = b""
     while chunk := reader.recv(4096):
         rest += chunk
     assert rest == b"x" * (READ_SIZE + 10)
     assert reader.recv(16) == b""
-    sender.join()
     assert reader.fileno() == left.fileno()  # everything else is the socket's own
     left.close()
 
