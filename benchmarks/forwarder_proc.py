@@ -15,8 +15,6 @@ Experiments, in this process only (colabtunnel/ is not touched):
   BENCH_TUNE=0        colabtunnel's fixed window (no growth to the bandwidth-delay product)
   BENCH_DIRECT=0      no direct delivery (colabtunnel/delivery.py): every byte from the server
                       goes through paramiko's buffer and the pump thread
-  BENCH_READAHEAD=0   paramiko reads the SSH socket itself, two recv() per packet
-                      (not colabtunnel/readahead.py's one per burst)
   BENCH_PIPE=fast     replace paramiko's BufferedPipe (whose read() is O(bytes buffered): it deletes
                       from the front of one array) with one that keeps a list of chunks
 """
@@ -132,10 +130,6 @@ def main() -> None:
         patch_cipher(os.environ["BENCH_CIPHER"])
     if os.environ.get("BENCH_PIPE") == "fast":
         patch_pipe()
-    if os.environ.get("BENCH_READAHEAD") == "0":
-        from colabtunnel import readahead
-
-        readahead.ENABLED = False
     if os.environ.get("BENCH_DIRECT") == "0":
         from colabtunnel import delivery
 

@@ -671,7 +671,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--variant",
         action="append",
         help="extra forwarder variant LABEL:VAR=VALUE[,VAR=VALUE] (BENCH_WINDOW, BENCH_PACKET, "
-        "BENCH_CIPHER, BENCH_PIPE, BENCH_DIRECT, BENCH_READAHEAD; see benchmarks/forwarder_proc.py)",
+        "BENCH_CIPHER, BENCH_PIPE, BENCH_DIRECT; see benchmarks/forwarder_proc.py)",
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
     parser.add_argument(
