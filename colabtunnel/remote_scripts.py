@@ -61,14 +61,28 @@ def alive(pid):
 # Everything `up` and `doctor` need to know, in one round trip.
 INSPECT_PY = (
     r"""
-import importlib.metadata as md, json, os, shutil, socket, subprocess, sys, time, urllib.request
+import json, os, re, shutil, socket, subprocess, sys, time
 run_dir, want_port = sys.argv[1], int(sys.argv[2])
 
-def version(name):
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
+def versions(names):
+    # What importlib.metadata would answer (the first distribution on sys.path wins), read from
+    # the *.dist-info / *.egg-info names: importing importlib.metadata alone costs 0.03-0.05 s.
+    want = {re.sub(r"[-_.]+", "_", n).lower(): n for n in names}
+    found = dict.fromkeys(names)
+    for entry in sys.path:
+        try:
+            items = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for item in items:
+            stem, dot, kind = item.rpartition(".")
+            if kind not in ("dist-info", "egg-info") or "-" not in stem:
+                continue
+            name, version = stem.split("-")[:2]
+            name = want.get(re.sub(r"[-_.]+", "_", name).lower())
+            if name is not None and found[name] is None:
+                found[name] = version
+    return found
 
 def port_free(port):
     s = socket.socket()
@@ -103,6 +117,7 @@ def existing():
         return None
     if not alive(int(pid)):
         return {"pid": int(pid), "port": int(port), "alive": False}
+    import urllib.request  # only when a previous server may be there: 0.02 s to import
     req = urllib.request.Request("http://127.0.0.1:%s/api/status" % port,
                                  headers={"Authorization": "token " + token})
     try:
@@ -151,7 +166,7 @@ info = {
     "ok": True,
     "python": sys.version.split()[0],
     "python_path": sys.executable,
-    "versions": {n: version(n) for n in names},
+    "versions": versions(names),
     "uid": os.getuid(),
     "user": os.environ.get("USER") or os.environ.get("LOGNAME"),
     "home": os.path.expanduser("~"),
