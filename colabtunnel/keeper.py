@@ -266,16 +266,30 @@ def _detach_stdio() -> None:
 
 
 def _serve(tunnel: Tunnel, record: state.Record) -> int:
+    # From here on a signal only asks the serve loop to end. Raised as an exception it could land
+    # inside paramiko between a lock's acquire() and its try, and the clean-up below (the STOP
+    # script goes over the same transport) would then wait on that lock forever.
     stop = threading.Event()
-    stop_remote = True
+    released = threading.Event()
+
+    def on_term(signum: int, frame: object) -> None:
+        stop.set()
+
+    def on_release(signum: int, frame: object) -> None:
+        released.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, on_release)
     try:
         tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
-    except Terminated:
-        log.info("stopping (SIGTERM)")
-    except Released:
-        log.info("handing the tunnel to a new keeper (SIGUSR1); Jupyter stays up")
-        stop_remote = False
     finally:
+        stop_remote = not released.is_set()
+        if stop_remote:
+            log.info("stopping (SIGTERM)")
+        else:
+            log.info("handing the tunnel to a new keeper (SIGUSR1); Jupyter stays up")
         stopped = tunnel.close(stop_remote=stop_remote)
         log.info("remote Jupyter stopped: %s", stopped)
         current = state.read(record.profile)

@@ -106,15 +106,27 @@ def up_foreground(
         except BaseException:
             signal.signal(signal.SIGTERM, restore)
             raise
+    # While serving, Ctrl-C and SIGTERM only end the serve loop: raised as KeyboardInterrupt they
+    # could land inside paramiko between a lock's acquire() and its try, and the clean-up (the STOP
+    # script goes over the same transport) would wait on that lock forever. A second Ctrl-C raises.
+    stop = threading.Event()
+
+    def ask_to_stop(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    restore_int = signal.signal(signal.SIGINT, ask_to_stop)
+    signal.signal(signal.SIGTERM, ask_to_stop)
     try:
         on_ready(record)
-        tunnel.serve(threading.Event(), lambda h: record.set_health(h.state, h.attempt, h.retry_at))
-    except KeyboardInterrupt:
+        tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
         reporter.step("stopping: closing the tunnel and the remote Jupyter")
     finally:
         tunnel.close(stop_remote=True)
         state.remove(name)
         signal.signal(signal.SIGTERM, restore)
+        signal.signal(signal.SIGINT, restore_int)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
