@@ -3,12 +3,10 @@ and the keeper's resource counts read from /proc."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +17,7 @@ import requests
 
 from colabtunnel.probe import COLAB_ORIGIN, _Execution, execute_request
 from tests.conftest import PROFILE, Env
+from tests.tcp_servers import TcpServer
 
 
 @dataclass(frozen=True)
@@ -166,31 +165,15 @@ class ReadToEofServer:
 
     def __init__(self, body: bytes) -> None:
         self.body = body
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+        self._server = TcpServer(self._answer)
+        self.port = self._server.port
+        self.close = self._server.close
 
     def _answer(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            request = recv_until_eof(conn)
-            digest = hashlib.sha256(request).hexdigest()
-            conn.sendall(
-                f"HTTP/1.0 200 OK\r\nContent-Length: {len(self.body)}\r\n"
-                f"X-Request-Sha256: {digest}\r\n\r\n".encode("ascii")
-            )
-            conn.sendall(self.body)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self._thread.join(5)
+        request = recv_until_eof(conn)
+        digest = hashlib.sha256(request).hexdigest()
+        conn.sendall(
+            f"HTTP/1.0 200 OK\r\nContent-Length: {len(self.body)}\r\n"
+            f"X-Request-Sha256: {digest}\r\n\r\n".encode("ascii")
+        )
+        conn.sendall(self.body)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ from colabtunnel.forwarder import Forwarder, bind_listener
 from colabtunnel.profiles import get_profile
 from colabtunnel.window import MIN_WINDOW, TunedChannel
 from tests.conftest import PROFILE, Env, wait_for
+from tests.tcp_servers import TcpServer
 
 pytestmark = pytest.mark.skipif(delivery.DONTWAIT is None, reason="no MSG_DONTWAIT on this OS")
 
@@ -29,27 +29,16 @@ class Remote:
 
     def __init__(self, payload: bytes | None = None) -> None:
         self.payload = payload
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self.port = TcpServer(self._serve).port
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.payload is not None:
-                conn.recv(1)  # the client's go: by then the tunnel's channel is fully set up
-                conn.sendall(self.payload)
-                return
-            while data := conn.recv(65536):
-                conn.sendall(data)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.payload is not None:
+            conn.recv(1)  # the client's go: by then the tunnel's channel is fully set up
+            conn.sendall(self.payload)
+            return
+        while data := conn.recv(65536):
+            conn.sendall(data)
 
 
 class Tunnel:

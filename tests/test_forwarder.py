@@ -16,44 +16,14 @@ import pytest
 
 from colabtunnel import forwarder
 from colabtunnel.forwarder import Forwarder, PortBusy
+from tests.tcp_servers import Handler, TcpServer
 
-Handler = Callable[[socket.socket], None]
 
-
-class Server:
+class Server(TcpServer):
     """A tiny threaded TCP server on 127.0.0.1 playing the remote Jupyter."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        try:
-            self.handler(conn)
-        except OSError:
-            pass
-        finally:
-            conn.close()
 
     def open_channel(self, peer: tuple[str, int]) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
 
 
 def echo(conn: socket.socket) -> None:

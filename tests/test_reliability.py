@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import requests
 from colabtunnel.probe import execute_request
 from tests.conftest import ACTIVATE, Env, leftover_processes, wait_for
 from tests.sshd import Sshd, running_sshd
+from tests.tcp_servers import TcpServer
 
 OUTAGE_S = float(os.environ.get("COLABTUNNEL_TEST_OUTAGE_S", "40"))
 SLEEP_S = float(os.environ.get("COLABTUNNEL_TEST_SLEEP_S", "60"))
@@ -220,34 +220,18 @@ class _SlowProxy:
     """A TCP proxy that holds each new connection `delay` seconds before passing bytes on."""
 
     def __init__(self, target_port: int, delay: float) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.target_port, self.delay = target_port, delay
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        self._server = TcpServer(self._serve)
+        self.port = self._server.port
+        self.close = self._server.close
 
     def _serve(self, client: socket.socket) -> None:
         time.sleep(self.delay)
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
         from colabtunnel.forwarder import pump
 
-        try:
+        with upstream:
             pump(client, upstream)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _interrupt_when(env: Env, name: str, marker: str) -> None:
