@@ -91,7 +91,7 @@ def spawn(
     prompter: Prompter | None,
 ) -> state.Record:
     """Start a keeper for `profile` and relay its progress until it is ready. Return its record."""
-    log_file = paths.private_dir(paths.log_dir()) / f"{profile}.log"
+    log_file = paths.log_file(profile)
     child = keeper_launch.take_early() or keeper_launch.launch(log_file)
     assert child.stdin is not None and child.stdout is not None
     orders = {"profile": profile, "overrides": overrides, "options": asdict(options)}
@@ -210,7 +210,7 @@ def main() -> int:
         return 0  # an early keeper that `up` did not need
     orders = json.loads(line)
     name = orders["profile"]
-    _stderr_to(paths.private_dir(paths.log_dir()) / f"{name}.log")
+    _stderr_to(paths.log_file(name))
     setup_file_logging(name)
     reporter = _PipeReporter(sys.stdout, sys.stdin)
     tunnel: Tunnel | None = None
@@ -242,7 +242,7 @@ def main() -> int:
         reporter.send(
             type="error",
             message=f"internal error: {exc!r}",
-            hint=f"see {paths.log_dir() / (name + '.log')}",
+            hint=f"see {paths.log_file(name)}",
         )
         return EXIT_RUNTIME
     _detach_stdio()

@@ -64,8 +64,7 @@ def start_early(argv: list[str]) -> None:
     from colabtunnel import paths
 
     try:
-        log_dir = paths.private_dir(paths.log_dir())
-        _early = launch(log_dir / "keeper-start.log", warm=True)
+        _early = launch(paths.log_file("keeper-start"), warm=True)
     except Exception:  # an optimisation only: the normal path reports real problems
         _early = None
 

@@ -15,7 +15,7 @@ class MaskingFormatter(logging.Formatter):
 
 def setup_file_logging(profile: str) -> None:
     """Log colabtunnel and paramiko to logs/PROFILE.log, tokens masked."""
-    path = paths.private_dir(paths.log_dir()) / f"{profile}.log"
+    path = paths.log_file(profile)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("colabtunnel", "paramiko"):

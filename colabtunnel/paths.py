@@ -72,6 +72,11 @@ def log_dir() -> Path:
     return Path(platformdirs.user_log_dir(_APP))
 
 
+def log_file(name: str) -> Path:
+    """logs/NAME.log (a profile's keeper log), its directory created 0700."""
+    return private_dir(log_dir()) / f"{name}.log"
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` (and parents) and make it 0700: it holds tokens and logs.
 
