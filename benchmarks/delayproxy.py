@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 
-from benchmarks.lifeline import announce, exit_when_parent_goes
+from benchmarks.lifeline import serve_forever
 
 CHUNK = 1 << 20
 
@@ -123,19 +123,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.025, help="seconds, each way")
     parser.add_argument("--cap", type=int, default=64 << 20, help="max queued bytes per direction")
     args = parser.parse_args()
-    exit_when_parent_goes()
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    announce(port=listener.getsockname()[1])
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(
-            target=handle,
-            args=(conn, ("127.0.0.1", args.target), args.delay, args.cap),
-            daemon=True,
-        ).start()
+    target = ("127.0.0.1", args.target)
+    serve_forever(lambda conn: handle(conn, target, args.delay, args.cap))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 
-from benchmarks.lifeline import announce
+from benchmarks.lifeline import announce, when_parent_goes
 
 
 def size(text: str) -> int:
@@ -156,15 +156,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    def watch_stdin() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except (OSError, ValueError):
-            pass
-        stop.set()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
+    when_parent_goes(stop.set)
     announce(
         port=fwd.port,
         cipher=transport.local_cipher,

@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks.server import recv_exact
 from tests.sshd import config_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,29 +72,26 @@ class Children:
     ) -> Child:
         """A `python -m benchmarks.X` child: it announces itself with one JSON line on stdout and
         exits when its stdin (held here) closes."""
-        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
-        popen = subprocess.Popen(
-            [PYTHON, "-m", module, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
-        child = Child(name, popen)
-        self.live.append(child)
+        child = self._spawn(name, [PYTHON, "-m", module, *args], env, announces=True)
         child.info = self._announcement(child, timeout=60)
         return child
 
     def command(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115
+        return self._spawn(name, die_with_me(argv), env, announces=False)
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None, announces: bool
+    ) -> Child:
+        """Start `argv` in a session of its own, stderr to logs/NAME.log. An announcing child
+        (benchmarks.*) gets a stdin pipe as its lifeline and a stdout pipe to announce on; a
+        command logs both streams and lives by die_with_me()."""
+        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
         popen = subprocess.Popen(
-            die_with_me(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
+            argv,
+            stdin=subprocess.PIPE if announces else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if announces else log,
             stderr=log,
+            cwd=REPO if announces else None,
             env=env,
             start_new_session=True,
         )
@@ -317,22 +315,10 @@ def ssh_cipher(log: Path) -> str:
 # -- load generator ------------------------------------------------------------------------------
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if not k:
-            raise EOFError("connection closed early")
-        got += k
-    return bytes(buf)
-
-
 def _open(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=120)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if _recv_exact(sock, 1) != b"H":
+    if recv_exact(sock, 1) != b"H":
         raise RuntimeError("unexpected hello")
     return sock
 
@@ -362,7 +348,7 @@ def upload(port: int, n: int) -> float:
             k = min(left, BLOCK)
             sock.sendall(PAYLOAD[:k])
             left -= k
-        if _recv_exact(sock, 1) != b"K":
+        if recv_exact(sock, 1) != b"K":
             raise RuntimeError("no upload acknowledgement")
         return time.perf_counter() - start
 
@@ -376,7 +362,7 @@ def pingpong(port: int, count: int, size: int = 64, warmup: int = 10) -> float:
         for i in range(count + warmup):
             start = time.perf_counter()
             sock.sendall(message)
-            _recv_exact(sock, size)
+            recv_exact(sock, size)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
         return statistics.median(times)

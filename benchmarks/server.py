@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import threading
 
-from benchmarks.lifeline import announce, exit_when_parent_goes
+from benchmarks.lifeline import serve_forever
 
 BLOCK = 1 << 20
 PAYLOAD = memoryview(bytes(range(256)) * (BLOCK // 256))
@@ -30,7 +29,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     while got < n:
         k = sock.recv_into(view[got:])
         if not k:
-            raise EOFError
+            raise EOFError("connection closed early")
         got += k
     return bytes(buf)
 
@@ -80,15 +79,7 @@ def serve(conn: socket.socket) -> None:
 
 
 def main() -> None:
-    exit_when_parent_goes()
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    announce(port=listener.getsockname()[1])
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    serve_forever(serve)
 
 
 if __name__ == "__main__":
