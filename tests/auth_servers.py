@@ -39,7 +39,7 @@ import paramiko
 import psutil
 import pytest
 
-from tests.sshd import SSHD, Sshd, keygen
+from tests.sshd import SSHD, Sshd, config_text, keygen
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -928,26 +928,16 @@ def jump_chain(
             address = f"10.201.{block}.{4 * k + 2}"
             config = node_dir / "sshd_config"
             config.write_text(
-                f"""Port {ports[k]}
-ListenAddress {address}
-HostKey {host_key}
-AuthorizedKeysFile {root}/authorized_keys
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-UseDNS no
-PidFile none
-AllowTcpForwarding yes
-PermitOpen any
-AllowAgentForwarding yes
-X11Forwarding no
-PrintMotd no
-ClientAliveInterval 0
-SetEnv HOME={remote_home}
-{_common_sshd_options()}"""
+                config_text(
+                    ports[k],
+                    root,
+                    host_key,
+                    remote_home,
+                    extra="UseDNS no\nPermitOpen any\nAllowAgentForwarding yes\n"
+                    + _common_sshd_options(),
+                    address=address,
+                    forwarding="yes",
+                )
             )
             log = node_dir / "sshd.log"
             process = _start_sshd(["ip", "netns", "exec", ns], config, log)

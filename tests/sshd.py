@@ -33,10 +33,19 @@ class Sshd:
         return f"[{host}]:{self.port} {self.host_key_pub}\n"
 
 
-def config_text(port: int, root: Path, host_key: Path, remote_home: Path, extra: str = "") -> str:
-    """sshd_config for a loopback test host: key login for root, local forwarding, its own HOME."""
+def config_text(
+    port: int,
+    root: Path,
+    host_key: Path,
+    remote_home: Path,
+    extra: str = "",
+    address: str = "127.0.0.1",
+    forwarding: str = "local",
+) -> str:
+    """sshd_config for a test host: key login for root, `forwarding` (AllowTcpForwarding), its
+    own HOME; on loopback unless `address` says otherwise."""
     return f"""Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {host_key}
 AuthorizedKeysFile {root}/authorized_keys
 StrictModes no
@@ -46,7 +55,7 @@ PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 UsePAM no
 PidFile none
-AllowTcpForwarding local
+AllowTcpForwarding {forwarding}
 X11Forwarding no
 PrintMotd no
 ClientAliveInterval 0
