@@ -142,6 +142,23 @@ def _teardown(world: Env) -> None:
     assert not leftovers, f"processes left running after `down`: {[p.cmdline() for p in leftovers]}"
 
 
+def jupyters_under(home: Path, kernels: bool = True) -> list[psutil.Process]:
+    """Jupyter processes whose HOME is `home`; without their kernels when `kernels` is False (the
+    probe kernel `up` deletes after printing the URL may still be exiting). Zombies and processes
+    that end while being looked at are skipped."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "jupyter" not in cmdline or (not kernels and "ipykernel" in cmdline):
+                continue
+            if proc.environ().get("HOME") == str(home):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def leftover_processes(world: Env) -> list[psutil.Process]:
     """Keepers of this test (by COLABTUNNEL_HOME) and Jupyters whose HOME is this test's or the sshd's."""
     markers = {str(world.ct_home), str(world.home)}

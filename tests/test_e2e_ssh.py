@@ -17,7 +17,7 @@ import requests
 
 from colabtunnel.probe import run_probe
 from tests.conftest import ACTIVATE as ACTIVATE_LINE
-from tests.conftest import PROFILE, Env, leftover_processes, wait_for
+from tests.conftest import PROFILE, Env, jupyters_under, leftover_processes, wait_for
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
 
@@ -35,24 +35,13 @@ def record(env: Env, profile: str = PROFILE) -> dict:
 
 def remote_jupyters(env: Env) -> list[psutil.Process]:
     assert env.sshd is not None
-    home = str(env.sshd.remote_home)
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if (
-                "jupyter" in " ".join(proc.info["cmdline"] or [])
-                and proc.environ().get("HOME") == home
-            ):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
+    return jupyters_under(env.sshd.remote_home)
 
 
 def remote_servers(env: Env) -> set[int]:
-    """PIDs of the Jupyter servers on the host (not their kernels: up's probe kernel is deleted
-    after the URL is out, so it may still be there for a moment)."""
-    return {p.pid for p in remote_jupyters(env) if "ipykernel" not in " ".join(p.cmdline())}
+    """PIDs of the Jupyter servers on the host (not their kernels)."""
+    assert env.sshd is not None
+    return {p.pid for p in jupyters_under(env.sshd.remote_home, kernels=False)}
 
 
 def port_open(port: int) -> bool:

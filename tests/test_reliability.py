@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from colabtunnel.probe import execute_request
-from tests.conftest import ACTIVATE, Env, leftover_processes, wait_for
+from tests.conftest import ACTIVATE, Env, jupyters_under, leftover_processes, wait_for
 from tests.sshd import Sshd, running_sshd
 from tests.tcp_servers import TcpServer
 
@@ -44,21 +44,8 @@ def own_sshd(tmp_path: Path, env: Env) -> Iterator[Sshd]:
         )
         yield server
         env.run("down", "rel", timeout=120)
-        for proc in _jupyters_under(server.remote_home):
+        for proc in jupyters_under(server.remote_home):
             proc.kill()
-
-
-def _jupyters_under(home: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "jupyter" in " ".join(proc.info["cmdline"] or []) and proc.environ().get(
-                "HOME"
-            ) == str(home):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def _up(env: Env, name: str = "rel") -> dict:
@@ -210,9 +197,7 @@ def test_two_ups_at_once_make_one_tunnel(env: Env, own_sshd: Sshd) -> None:
     assert [p.returncode for p in procs] == [0, 0], outs
     urls = {URL_RE.search(out).group(0) for out, _ in outs}  # type: ignore[union-attr]
     assert len(urls) == 1
-    servers = [
-        p for p in _jupyters_under(own_sshd.remote_home) if "ipykernel" not in " ".join(p.cmdline())
-    ]
+    servers = jupyters_under(own_sshd.remote_home, kernels=False)
     assert len(servers) == 1
 
 
@@ -249,7 +234,7 @@ def _interrupt_when(env: Env, name: str, marker: str) -> None:
 
 
 def _nothing_left(env: Env, server: Sshd, name: str) -> None:
-    wait_for(lambda: not _jupyters_under(server.remote_home), timeout=30)
+    wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
     assert not [p for p in leftover_processes(env) if "colabtunnel.keeper" in " ".join(p.cmdline())]
     assert not (env.ct_home / "state" / f"{name}.json").exists()
 
