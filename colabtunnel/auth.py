@@ -134,7 +134,9 @@ def _keys(
     for agent_key in agent_keys:
         yield f"agent key {hostkeys.fingerprint(agent_key)}", agent_key
     explicit = list(target.identity_files)
-    files = explicit or [p for p in (Path(f).expanduser() for f in DEFAULT_KEY_FILES) if p.exists()]
+    files = explicit or [
+        str(p) for p in (Path(f).expanduser() for f in DEFAULT_KEY_FILES) if p.exists()
+    ]
     if not explicit and not files and not agent_keys:
         attempts.fail(
             "no key: no ssh-agent keys and none of " + ", ".join(DEFAULT_KEY_FILES),
@@ -155,7 +157,9 @@ def _read_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
     import paramiko
 
     try:
-        return paramiko.PKey.from_path(path, password=passphrase.encode() if passphrase else None)
+        # bytes: cryptography's loader wants them (the stub says str)
+        password = passphrase.encode() if passphrase else None
+        return paramiko.PKey.from_path(path, password=password)  # type: ignore[arg-type]
     except FileNotFoundError as exc:
         raise ConfigError(
             f"identity file {path} does not exist",

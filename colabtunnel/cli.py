@@ -132,7 +132,7 @@ def _render_up(record: Any, *, reused: bool, json_out: bool) -> None:
 def _age(record: Any) -> float:
     import time
 
-    return time.time() - record.started_at
+    return time.time() - float(record.started_at)
 
 
 @app.command()

@@ -31,7 +31,9 @@ class DirectDelivery:
         self.sock = sock
         self.buffer = tuned.channel.in_buffer
         self.lock = threading.Lock()  # held by whoever writes to `sock`
-        self.clear_to_send = tuned.channel.transport.clear_to_send
+        transport = tuned.channel.transport
+        assert transport is not None  # an open channel has one
+        self.clear_to_send = transport.clear_to_send
         self.direct = 0  # bytes written to the socket here
         self.buffered = 0  # bytes left to the pump
 
@@ -73,5 +75,5 @@ def install(tuned: TunedChannel, sock: socket.socket) -> threading.Lock | None:
     if DONTWAIT is None:
         return None
     delivery = DirectDelivery(tuned, sock)
-    tuned.channel.in_buffer = delivery
+    tuned.channel.in_buffer = delivery  # type: ignore[assignment]  # duck-typed stand-in
     return delivery.lock

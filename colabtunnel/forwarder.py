@@ -62,7 +62,7 @@ def port_holder(port: int) -> str | None:
     try:
         for conn in psutil.net_connections("tcp"):
             listening = conn.status == psutil.CONN_LISTEN and conn.laddr
-            if listening and conn.laddr.port == port and conn.pid:
+            if listening and getattr(conn.laddr, "port", None) == port and conn.pid:
                 pids.append(conn.pid)
     except (psutil.AccessDenied, OSError):
         pids = _own_listeners(port)

@@ -70,6 +70,6 @@ class LocalHost:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(script.encode())
             proc.stdin.close()
-            while chunk := proc.stdout.read1(65536):
+            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]  # a BufferedReader
                 sink(chunk)
             return proc.wait()

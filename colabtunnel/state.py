@@ -222,7 +222,7 @@ def _acquire(fd: int, timeout: float, profile: str) -> None:
             else:
                 import msvcrt
 
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]  # Windows only
             return
         except OSError:
             if time.monotonic() > deadline:

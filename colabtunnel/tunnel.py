@@ -116,7 +116,7 @@ class Tunnel:
             if listener is not None:
                 listener.close()
 
-    def _bind_local(self) -> object:
+    def _bind_local(self) -> socket.socket:
         pinned = self.profile.local_port
         port = pinned or self.options.prefer_local_port
         if port is not None:

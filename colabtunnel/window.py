@@ -46,7 +46,7 @@ class TunedChannel:
     def consumed(self, nbytes: int) -> None:
         """`nbytes` left paramiko's buffer other than by recv() (see delivery.py): grant the
         window back as recv() would, and count them for the rate."""
-        ack = self.channel._check_add_window(nbytes)
+        ack: int = self.channel._check_add_window(nbytes)  # type: ignore[attr-defined]  # paramiko private, pinned <6
         if ack > 0:
             _send_window_adjust(self.channel, ack)
         self._count(nbytes)
@@ -99,4 +99,6 @@ def _send_window_adjust(channel: paramiko.Channel, delta: int) -> None:
     message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
     message.add_int(channel.remote_chanid)
     message.add_int(delta)
-    channel.transport._send_user_message(message)
+    transport = channel.transport
+    assert transport is not None
+    transport._send_user_message(message)  # type: ignore[attr-defined]  # paramiko private, pinned <6
