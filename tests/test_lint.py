@@ -1,0 +1,30 @@
+"""The code stays clean: ruff (lint and format) on everything, mypy --strict on the package.
+
+Part of the suite so `.ci/run` (the README's test command) enforces them on every change.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],  # files and strictness from [tool.mypy] in pyproject.toml
+    ],
+    ids=["ruff-check", "ruff-format", "mypy-strict"],
+)
+def test_clean(argv: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
