@@ -39,7 +39,7 @@ import paramiko
 import psutil
 import pytest
 
-from tests.sshd import SSHD, Sshd, config_text, keygen
+from tests.sshd import SSHD, Sshd, config_text, keygen, server_environ
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -109,6 +109,7 @@ def _start_sshd(
             stdout=log_fh,
             stderr=log_fh,
             stdin=subprocess.DEVNULL,
+            env=server_environ(),
         )
 
     def listening() -> bool:

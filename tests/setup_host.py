@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 PACKAGES = {
@@ -19,6 +20,9 @@ PACKAGES = {
     "chromium": Path("/usr/bin/chromium"),
     "iproute2": Path("/bin/ip"),
     "passwd": Path("/usr/sbin/useradd"),
+    "libnss-wrapper": Path(
+        "/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", "libnss_wrapper.so"
+    ),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -27,6 +31,7 @@ PURPOSE = {
     "chromium": "headless Chromium plays Colab's page in tests/test_browser.py",
     "iproute2": "network namespaces put ProxyJump targets out of direct reach (tests/auth_servers.py)",
     "passwd": "a password-only sshd logs in a user the tests create (tests/auth_servers.py)",
+    "libnss-wrapper": "gives each test its own home in the password database, where ssh reads ~",
 }
 
 

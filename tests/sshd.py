@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+# Set per test (tests/conftest.py) so ssh on "the laptop" reads the test's home; a server plays
+# another machine and must not inherit it.
+NSS_WRAPPER_VARS = ("LD_PRELOAD", "NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP")
+
+
+def server_environ() -> dict[str, str]:
+    """This process's environment without the per-test password-database home."""
+    return {k: v for k, v in os.environ.items() if k not in NSS_WRAPPER_VARS}
 
 
 @dataclass
@@ -90,24 +98,32 @@ def _wait_banner(port: int, process: subprocess.Popen[bytes], log: Path) -> None
 
 
 @contextlib.contextmanager
-def running_sshd(root: Path, port: int | None = None) -> Iterator[Sshd]:
+def running_sshd(
+    root: Path, port: int | None = None, extra: str = "", authorize_client_key: bool = True
+) -> Iterator[Sshd]:
+    """sshd on a free loopback port; `extra` lines go into its sshd_config; without
+    `authorize_client_key`, authorized_keys stays empty (for certificate logins)."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     host_key, client_key = root / "host_ed25519", root / "client_ed25519"
     if not host_key.exists():
         keygen(host_key)
         keygen(client_key)
-    (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
+    authorized = (root / "client_ed25519.pub").read_text() if authorize_client_key else ""
+    (root / "authorized_keys").write_text(authorized)
     remote_home = root / "remote-home"
     remote_home.mkdir(exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
     port = port or free_port()
     config = root / "sshd_config"
-    config.write_text(config_text(port, root, host_key, remote_home))
+    config.write_text(config_text(port, root, host_key, remote_home, extra=extra))
     log = root / "sshd.log"
     with open(log, "ab") as log_fh:
         process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)], stdout=log_fh, stderr=log_fh
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdout=log_fh,
+            stderr=log_fh,
+            env=server_environ(),
         )
     try:
         _wait_banner(port, process, log)
