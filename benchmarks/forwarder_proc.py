@@ -3,7 +3,7 @@
     python -m benchmarks.forwarder_proc PROFILE REMOTE_PORT
 
 Resolves PROFILE (profiles.toml + ssh_config of the HOME/COLABTUNNEL_HOME it is given) with
-`colabtunnel.sshconfig.resolve`, logs in with `colabtunnel.connection.connect`, and serves
+`colabtunnel.sshtarget.resolve`, logs in with `colabtunnel.connection.connect`, and serves
 `colabtunnel.forwarder.Forwarder` on a free 127.0.0.1 port forwarding to 127.0.0.1:REMOTE_PORT on
 the host. Prints one JSON line ({"port": ..., "cipher": ...}) and serves until stdin closes or
 SIGTERM.
@@ -135,11 +135,11 @@ def main() -> None:
 
         delivery.DONTWAIT = None
 
-    from colabtunnel import connection, forwarder, profiles, sshconfig
+    from colabtunnel import connection, forwarder, profiles, sshtarget
     from colabtunnel.credentials import Credentials
 
     profile = profiles.get_profile(profile_name)
-    target = sshconfig.resolve(profile)
+    target = sshtarget.resolve(profile)
     conn = connection.connect(target, profile.name, creds=Credentials(profile.name))
     transport = conn.transport
     if os.environ.get("BENCH_WINDOW"):

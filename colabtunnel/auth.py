@@ -7,12 +7,13 @@ what to do (`secret set`, `ssh-add`, `identity_file`). A server that wants sever
 
 from __future__ import annotations
 
+import base64
 import logging
-import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from colabtunnel import hostkeys
 from colabtunnel.credentials import PASSPHRASE, PASSWORD, Credentials
@@ -22,11 +23,9 @@ from colabtunnel.redact import mask
 if TYPE_CHECKING:
     import paramiko
 
-    from colabtunnel.sshconfig import SSHTarget
+    from colabtunnel.sshtarget import SSHTarget
 
 log = logging.getLogger("colabtunnel")
-
-DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 
 class LoginFailed(ColabtunnelError):
@@ -120,32 +119,120 @@ def _publickey(
 def _keys(
     target: SSHTarget, creds: Credentials, attempts: _Attempts
 ) -> Iterator[tuple[str, paramiko.PKey]]:
+    """What ssh offers, in its order: agent keys, then identity files; a certificate (from
+    CertificateFile or `<key>-cert.pub`) before the plain key it certifies. With IdentitiesOnly,
+    only agent keys that belong to a listed identity file."""
+    agent, agent_keys = _agent(target)
+    try:
+        if target.identities_only:
+            listed = {blob for name in target.identity_files if (blob := _public_blob(name))}
+            agent_keys = [key for key in agent_keys if key.asbytes() in listed]
+        elif not agent_keys:
+            attempts.hints.append("load your key into ssh-agent (`ssh-add`)")
+        certificates = _certificates(target.certificate_files)
+        for agent_key in agent_keys:
+            label = f"agent key {hostkeys.fingerprint(agent_key)}"
+            yield from _with_certificates(label, agent_key, certificates.get(agent_key.asbytes()))
+        offered = bool(agent_keys)
+        for name in target.identity_files:
+            path = Path(name)
+            if not path.exists() and name not in target.identity_files_required:
+                log.debug("identity file %s does not exist: skipped, as ssh does", name)
+                continue
+            key = _load_key(path, creds, attempts, required=name in target.identity_files_required)
+            if key is None:
+                continue
+            offered = True
+            paired = certificates.get(key.asbytes(), [])
+            beside = Path(f"{name}-cert.pub")
+            if beside.exists():
+                paired = [str(beside), *paired]
+            yield from _with_certificates(name, key, paired)
+        if not offered:
+            tried = ", ".join(target.identity_files) or "none listed"
+            attempts.fail(
+                f"no key: no usable ssh-agent key and no identity file ({tried})",
+                "set `identity_file` in the profile",
+            )
+    finally:
+        if agent is not None:
+            agent.close()
+
+
+def _with_certificates(
+    label: str, key: paramiko.PKey, certificates: list[str] | None
+) -> Iterator[tuple[str, paramiko.PKey]]:
+    for certificate in dict.fromkeys(certificates or []):
+        try:
+            key.load_certificate(certificate)
+        except (OSError, ValueError) as exc:
+            log.debug("certificate %s not usable with %s: %s", certificate, label, exc)
+            continue
+        yield f"{label} with certificate {certificate}", key
+    key.public_blob = None  # the plain key after its certificates, as ssh offers them
+    yield label, key
+
+
+def _agent(target: SSHTarget) -> tuple[Any, list[paramiko.PKey]]:
+    """The agent at IdentityAgent (or SSH_AUTH_SOCK) and its keys; (None, []) without one."""
+    import paramiko
+    from paramiko.agent import AgentSSH
+
+    path = target.identity_agent
+    if not path or not hasattr(socket, "AF_UNIX"):
+        if path:  # Windows' agent is a named pipe: paramiko finds it through its own means
+            windows_agent = paramiko.Agent()
+            return windows_agent, list(windows_agent.get_keys())
+        return None, []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    try:
+        sock.connect(path)
+        agent = AgentSSH()
+        agent._connect(sock)  # type: ignore[attr-defined]  # paramiko's agent client, by socket
+    except (OSError, paramiko.SSHException) as exc:
+        sock.close()
+        log.debug("ssh-agent at %s unavailable: %s", path, exc)
+        return None, []
+    return agent, list(agent.get_keys())
+
+
+def _public_blob(name: str) -> bytes | None:
+    """The public key of an identity file, from `NAME.pub` (as ssh matches agent keys)."""
+    try:
+        fields = Path(f"{name}.pub").read_text(encoding="utf-8").split()
+        return base64.b64decode(fields[1]) if len(fields) >= 2 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _certificates(files: tuple[str, ...]) -> dict[bytes, list[str]]:
+    """CertificateFile entries by the plain public key they certify."""
+    from paramiko.pkey import PublicBlob
+
+    found: dict[bytes, list[str]] = {}
+    for name in files:
+        try:
+            blob = PublicBlob.from_file(name)
+        except (OSError, ValueError) as exc:
+            log.debug("certificate file %s not read: %s", name, exc)
+            continue
+        certified = _certified_key(blob.key_blob)
+        if certified is not None:
+            found.setdefault(certified, []).append(name)
+    return found
+
+
+def _certified_key(cert_blob: bytes) -> bytes | None:
+    """The plain public key inside an OpenSSH certificate (paramiko's key classes read one)."""
     import paramiko
 
-    agent_keys: list[paramiko.PKey] = []
-    if not target.identities_only:
-        if os.environ.get("SSH_AUTH_SOCK"):
-            try:
-                agent_keys = list(paramiko.Agent().get_keys())
-            except paramiko.SSHException as exc:
-                log.debug("ssh-agent unavailable: %s", exc)
-        if not agent_keys:
-            attempts.hints.append("load your key into ssh-agent (`ssh-add`)")
-    for agent_key in agent_keys:
-        yield f"agent key {hostkeys.fingerprint(agent_key)}", agent_key
-    explicit = list(target.identity_files)
-    files = explicit or [
-        str(p) for p in (Path(f).expanduser() for f in DEFAULT_KEY_FILES) if p.exists()
-    ]
-    if not explicit and not files and not agent_keys:
-        attempts.fail(
-            "no key: no ssh-agent keys and none of " + ", ".join(DEFAULT_KEY_FILES),
-            "set `identity_file` in the profile",
-        )
-    for name in files:
-        key = _load_key(Path(name).expanduser(), creds, attempts)
-        if key is not None:
-            yield str(name), key
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return bytes(kind(msg=paramiko.Message(cert_blob)).asbytes())
+        except Exception:  # not this kind of key: each class raises its own way
+            continue
+    return None
 
 
 class _Encrypted(Exception):
@@ -187,11 +274,18 @@ def _read_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
         raise ConfigError(f"cannot use identity file {path}: {exc}") from exc
 
 
-def _load_key(path: Path, creds: Credentials, attempts: _Attempts) -> paramiko.PKey | None:
+def _load_key(
+    path: Path, creds: Credentials, attempts: _Attempts, *, required: bool
+) -> paramiko.PKey | None:
     try:
         return _read_key(path)
     except _Encrypted:
         pass
+    except ConfigError as exc:
+        if required:
+            raise
+        log.debug("%s: skipped (%s)", path, exc.message)  # ssh skips keys it cannot use too
+        return None
     cache_key = f"{PASSPHRASE}:{path}"
     passphrase = creds.secret(PASSPHRASE, cache_key, f"Enter passphrase for key '{path}': ")
     if passphrase is None:

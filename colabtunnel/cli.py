@@ -309,14 +309,30 @@ def profiles_list(json_out: JsonOpt = False) -> None:
 
 
 @profiles_app.command("show")
-def profiles_show(name: ProfileArg) -> None:
-    """Show one profile's settings."""
+def profiles_show(name: ProfileArg, json_out: JsonOpt = False) -> None:
+    """Show one profile's settings and the SSH route they resolve to."""
     from colabtunnel.commands import profiles as cmd
 
-    profile = _run(lambda: cmd.show(name))
+    profile = _run(lambda: cmd.show(name), json_command="profile" if json_out else None)
+    route = cmd.route(profile)
+    if json_out:
+        data = cmd.as_dict(profile)
+        data["ssh"] = route.ssh if route else None
+        if route and route.error:
+            data["ssh_error"] = {"message": route.error, "hint": route.hint}
+        output.emit_json("profile", ok=True, profile=data)
+        return
     for key, value in cmd.as_dict(profile).items():
         if value not in (None, {}, []):
             print(f"{key:<14} {value}")
+    if route is None:
+        return
+    if route.ssh is None:
+        print(f"{'route':<14} cannot be resolved: {route.error}")
+        return
+    ssh = route.ssh
+    print(f"{'route':<14} {ssh['route']}")
+    print(f"{'resolved by':<14} {ssh['resolver']}: {ssh['user']}@{ssh['hostname']}:{ssh['port']}")
 
 
 @profiles_app.command("add")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colabtunnel import hostkeys
+from colabtunnel.auth import LoginNeeded
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.window import TunedChannel
@@ -24,7 +25,7 @@ from colabtunnel.window import TunedChannel
 if TYPE_CHECKING:
     import paramiko
 
-    from colabtunnel.sshconfig import SSHTarget
+    from colabtunnel.sshtarget import SSHTarget
 
 log = logging.getLogger("colabtunnel")
 
@@ -163,14 +164,16 @@ class Deadline:
     def __init__(self, at: float | None) -> None:
         self.at = at
 
-    def left(self, waiting_for: str) -> float:
-        """Seconds the next step may take; Unreachable once the budget is spent."""
+    def left(self, waiting_for: str, step: float | None = None) -> float:
+        """Seconds the next step may take (at most `step`, ssh_config's ConnectTimeout, else
+        CONNECT_TIMEOUT); Unreachable once the budget is spent."""
+        step = step or CONNECT_TIMEOUT
         if self.at is None:
-            return CONNECT_TIMEOUT
+            return step
         left = self.at - time.monotonic()
         if left <= 0:
             raise self.expired(waiting_for)
-        return min(left, CONNECT_TIMEOUT)
+        return min(left, step)
 
     def passed(self) -> bool:
         return self.at is not None and time.monotonic() >= self.at
@@ -192,12 +195,14 @@ def connect(
     accept_new: bool = False,
     creds: Credentials | None = None,
     deadline: float | None = None,
+    hops: list[SSHTarget] | None = None,
 ) -> Connection:
     """Open, verify and authenticate a connection to `target`, through its jump hosts if any.
 
     Each hop is its own SSH session over a direct-tcpip channel of the previous one, with its own
     host-key check and login. Errors name the hop that failed. `deadline` (time.monotonic()) bounds
-    the whole attempt: TCP connect, banner, key exchange and login of every hop.
+    the whole attempt: TCP connect, banner, key exchange and login of every hop. `hops`: the
+    route (sshtarget.route), when the caller has already built it.
     """
     creds = creds or Credentials(profile)
     clock = Deadline(deadline)
@@ -205,7 +210,7 @@ def connect(
     def verify(transport: paramiko.Transport, hop: SSHTarget, is_target: bool) -> None:
         check_host_key(transport, hop, profile, accept_new=accept_new)
 
-    transports = walk(target, profile, verify, creds, login_target=True, deadline=clock)
+    transports = walk(target, profile, verify, creds, login_target=True, deadline=clock, hops=hops)
     log.info("connected to %s@%s:%d", target.user, target.hostname, target.port)
     connection = Connection(transports[-1], target, transports[:-1])
     # First RTTs for window sizing, before any heartbeat; the smaller of two is less skewed by a
@@ -225,29 +230,24 @@ def walk(
     *,
     login_target: bool,
     deadline: Deadline | None = None,
+    hops: list[SSHTarget] | None = None,
 ) -> list[paramiko.Transport]:
-    """Handshake, verify (and log in to) each hop in turn; return their transports, target last."""
-    from colabtunnel import sshconfig
+    """Handshake, verify (and log in to) each hop in turn; return their transports, target last.
+
+    The first hop's bytes come from a TCP connection or its ProxyCommand; each later hop's from a
+    direct-tcpip channel of the one before (sshtarget.route builds the list as OpenSSH does).
+    """
+    from colabtunnel import sshtarget
 
     clock = deadline or Deadline(None)
-    hops = sshconfig.jump_targets(target)
+    hops = hops or sshtarget.route(target)
     transports: list[paramiko.Transport] = []
     try:
-        for index, hop in enumerate([*hops, target]):
-            is_target = index == len(hops)
-            label = (
-                ""
-                if is_target
-                else f"jump host {index + 1} ({hop.user}@{hop.hostname}:{hop.port}): "
-            )
+        for index, hop in enumerate(hops):
+            is_target = index == len(hops) - 1
+            label = "" if is_target else f"jump host {index + 1} ({hop.label}): "
             try:
-                where = f"{hop.hostname}:{hop.port}"
-                sock: paramiko.Channel | socket.socket
-                if transports:
-                    sock = _hop_socket(transports[-1], hop, clock.left(f"a channel to {where}"))
-                else:
-                    sock = _open_socket(hop, clock.left(f"a TCP connection to {where}"))
-                transports.append(_start(sock, hop, clock))
+                transports.append(_start(_first_bytes(hop, transports, clock), hop, clock))
                 verify(transports[-1], hop, is_target)
                 if is_target and not login_target:
                     break
@@ -279,17 +279,29 @@ def _login(
         raise
 
 
-def handshake(target: SSHTarget) -> paramiko.Transport:
-    """TCP connect and SSH key exchange with a directly reachable host; nothing verified yet."""
-    return _start(_open_socket(target, CONNECT_TIMEOUT), target, Deadline(None))
+def _first_bytes(
+    hop: SSHTarget, transports: list[paramiko.Transport], clock: Deadline
+) -> paramiko.Channel | socket.socket:
+    """Where `hop`'s byte stream comes from: a channel of the previous hop, its ProxyCommand, or
+    a TCP connection."""
+    from colabtunnel import proxycommand
+
+    where = f"{hop.hostname}:{hop.port}"
+    if transports:
+        return _hop_socket(transports[-1], hop, clock.left(f"a channel to {where}"))
+    if hop.proxy_command:
+        clock.left(f"the ProxyCommand for {where}")  # a spent budget starts no process
+        return proxycommand.start(hop.proxy_command)
+    return _open_socket(hop, clock.left(f"a TCP connection to {where}", hop.connect_timeout))
 
 
 def _start(sock: Any, target: SSHTarget, clock: Deadline) -> paramiko.Transport:
     import paramiko
 
+
     waiting_for = f"the SSH banner and key exchange of {target.hostname}:{target.port}"
     try:
-        budget = clock.left(waiting_for)
+        budget = clock.left(waiting_for, target.connect_timeout)
     except Unreachable:
         sock.close()
         raise
@@ -303,7 +315,11 @@ def _start(sock: Any, target: SSHTarget, clock: Deadline) -> paramiko.Transport:
     try:
         transport.start_client(timeout=budget)
     except (paramiko.SSHException, EOFError, OSError) as exc:
+        failure = _proxy_error(sock, f"an SSH banner within {budget:.0f} s")
         transport.close()
+        sock.close()  # paramiko leaves it to its thread once the session is dead
+        if failure is not None:
+            raise failure from exc
         if clock.passed():
             raise clock.expired(waiting_for) from exc
         raise Unreachable(
@@ -311,7 +327,11 @@ def _start(sock: Any, target: SSHTarget, clock: Deadline) -> paramiko.Transport:
             hint="is that port an SSH server? try `ssh -v` with the same host and port",
         ) from exc
     if not transport.initial_kex_done:  # start_client's timeout returns without raising
+        failure = _proxy_error(sock, f"an SSH banner within {budget:.0f} s")
         transport.close()
+        sock.close()
+        if failure is not None:
+            raise failure
         raise (
             clock.expired(waiting_for)
             if clock.at is not None
@@ -322,6 +342,21 @@ def _start(sock: Any, target: SSHTarget, clock: Deadline) -> paramiko.Transport:
             )
         )
     return transport
+
+
+class ProxyLoginNeeded(LoginNeeded):
+    """The ProxyCommand waits for a person (a browser sign-in, an expired token)."""
+
+
+def _proxy_error(sock: Any, waited_for: str) -> ColabtunnelError | None:
+    """Why a ProxyCommand gave no session (read before it is stopped); None for other sockets."""
+    from colabtunnel import proxycommand
+
+    if not isinstance(sock, proxycommand.ProxySocket):
+        return None
+    failure = sock.failure(waited_for)
+    kind = ProxyLoginNeeded if failure.needs_person else Unreachable
+    return kind(failure.message, hint=failure.hint)
 
 
 def _hop_socket(via: paramiko.Transport, hop: SSHTarget, timeout: float) -> paramiko.Channel:
@@ -370,19 +405,33 @@ def key_entry_name(target: SSHTarget) -> str:
     return hostkeys.host_entry_name(target.host_key_alias or target.hostname, target.port)
 
 
+def known_hosts_files(target: SSHTarget) -> tuple[str, ...]:
+    """Every file ssh checks a host key against: UserKnownHostsFile, then GlobalKnownHostsFile."""
+    return (*target.known_hosts_files, *target.global_known_hosts_files)
+
+
+def trust_file(target: SSHTarget) -> Path:
+    """Where a newly trusted key goes: the first UserKnownHostsFile, as ssh writes it."""
+    if not target.known_hosts_files:
+        raise ColabtunnelError(
+            f"UserKnownHostsFile is none for {target.alias}: there is no file to add a key to",
+            hint="set UserKnownHostsFile in ~/.ssh/config to a file, then trust the host",
+        )
+    return Path(target.known_hosts_files[0])
+
+
 def check_host_key(
     transport: paramiko.Transport, target: SSHTarget, profile: str, *, accept_new: bool
 ) -> None:
     key = transport.get_remote_server_key()
     name = key_entry_name(target)
-    known = hostkeys.load(target.known_hosts_files)
+    known = hostkeys.load(known_hosts_files(target))
     try:
         hostkeys.verify(known, name, key, profile)
     except hostkeys.UnknownHostKey:
         policy = (target.strict_host_key_checking or "").lower()
         if not (accept_new or policy == "accept-new"):
             raise
-        hostkeys.append(Path(target.known_hosts_files[0]), name, key)
-        log.warning(
-            "added %s %s to %s", name, hostkeys.fingerprint(key), target.known_hosts_files[0]
-        )
+        path = trust_file(target)
+        hostkeys.append(path, name, key, hashed=target.hash_known_hosts)
+        log.warning("added %s %s to %s", name, hostkeys.fingerprint(key), path)

@@ -139,11 +139,17 @@ def verify(known: KnownHosts, name: str, key: paramiko.PKey, profile: str) -> No
     raise UnknownHostKey(name, key, profile)
 
 
-def append(path: Path, name: str, key: paramiko.PKey) -> None:
-    """Append `name keytype base64` to known_hosts (OpenSSH format), creating ~/.ssh 0700 if needed."""
+def append(path: Path, name: str, key: paramiko.PKey, hashed: bool = False) -> None:
+    """Append `name keytype base64` to known_hosts (OpenSSH format), creating ~/.ssh 0700 if needed.
+
+    `hashed` (HashKnownHosts yes): the name is stored as OpenSSH's `|1|salt|hash`.
+    """
+    from paramiko.hostkeys import HostKeys
+
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    line = f"{name} {key.get_name()} {key.get_base64()}\n"
+    field = HostKeys.hash_host(name) if hashed else name
+    line = f"{field} {key.get_name()} {key.get_base64()}\n"
     needs_newline = (
         path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     )

@@ -26,7 +26,7 @@ from colabtunnel.profiles import Profile
 from colabtunnel.supervisor import Health, Supervisor
 
 if TYPE_CHECKING:
-    from colabtunnel.sshconfig import SSHTarget
+    from colabtunnel.sshtarget import SSHTarget
 
 log = logging.getLogger("colabtunnel")
 
@@ -135,24 +135,27 @@ class Tunnel:
     def connect_host(self) -> Host:
         if self.profile.is_local:
             return LocalHost()
-        from colabtunnel import sshconfig
+        from colabtunnel import sshtarget
 
-        target = sshconfig.resolve(self.profile)
-        self._target_label = f"{target.user}@{target.hostname}:{target.port}"
-        via = f" via {target.proxy_jump}" if target.proxy_jump else ""
+        target = sshtarget.resolve(self.profile)
+        hops = sshtarget.route(target)
+        self._target_label = target.label
+        via = f" ({sshtarget.describe(hops)})" if len(hops) > 1 or target.proxy_command else ""
         self.reporter.step(f"connecting to {self._target_label}{via}")
-        if target.strict_host_key_checking == "no":
+        if any(hop.strict_host_key_checking == "false" for hop in hops):
             self.reporter.note(
                 "StrictHostKeyChecking=no (ssh_config) is not honoured: "
                 "colabtunnel always verifies host keys"
             )
-        return self._login(target, accept_new=self.options.accept_new)
+        return self._login(target, accept_new=self.options.accept_new, hops=hops)
 
-    def _login(self, target: SSHTarget, accept_new: bool) -> Host:
+    def _login(
+        self, target: SSHTarget, accept_new: bool, hops: list[SSHTarget] | None = None
+    ) -> Host:
         from colabtunnel import connection
 
         self.connection = connection.connect(
-            target, self.profile.name, accept_new=accept_new, creds=self.creds
+            target, self.profile.name, accept_new=accept_new, creds=self.creds, hops=hops
         )
         self._connected.set()
         return SSHHost(self.connection, self.profile.host)
@@ -272,11 +275,11 @@ class Tunnel:
 
     def reconnect(self) -> str:
         """One attempt: "ok", "needs-login" (a person must answer) or "failed"."""
-        from colabtunnel import sshconfig
+        from colabtunnel import sshtarget
         from colabtunnel.auth import LoginNeeded
 
         try:
-            self.host = self._login(sshconfig.resolve(self.profile), accept_new=False)
+            self.host = self._login(sshtarget.resolve(self.profile), accept_new=False)
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
             return "needs-login"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from colabtunnel import connection, sshconfig
+from colabtunnel import connection, sshtarget
 from colabtunnel.credentials import Credentials
 from colabtunnel.profiles import Profile
 from tests.conftest import HOST_ALIAS, Env
@@ -54,7 +54,7 @@ def _attempt(profile: Profile) -> tuple[connection.Unreachable, float]:
     started = time.monotonic()
     with pytest.raises(connection.Unreachable) as info:
         connection.connect(
-            sshconfig.resolve(profile),
+            sshtarget.resolve(profile),
             profile.name,
             creds=Credentials(profile.name),
             deadline=started + BUDGET_S,
@@ -86,5 +86,5 @@ def test_a_spent_deadline_fails_before_connecting(silent_server: TcpServer) -> N
     profile = Profile("t", host="127.0.0.1", port=silent_server.port)
     started = time.monotonic()
     with pytest.raises(connection.Unreachable, match="TCP connection"):
-        connection.connect(sshconfig.resolve(profile), "t", deadline=started - 1)
+        connection.connect(sshtarget.resolve(profile), "t", deadline=started - 1)
     assert time.monotonic() - started < 0.5

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from colabtunnel import connection, delivery, sshconfig
+from colabtunnel import connection, delivery, sshtarget
 from colabtunnel.credentials import Credentials
 from colabtunnel.forwarder import Forwarder, bind_listener
 from colabtunnel.profiles import get_profile
@@ -45,7 +45,7 @@ class Tunnel:
     def __init__(self, remote_port: int) -> None:
         profile = get_profile(PROFILE)
         self.conn = connection.connect(
-            sshconfig.resolve(profile), profile.name, creds=Credentials(profile.name)
+            sshtarget.resolve(profile), profile.name, creds=Credentials(profile.name)
         )
         self.channels: list[TunedChannel] = []
 

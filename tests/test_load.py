@@ -222,14 +222,14 @@ def test_half_close_reaches_the_server_over_real_ssh(env: Env) -> None:
     """An immediate half-close over the path the keeper uses (colabtunnel's own connect to the
     real sshd, Connection.open_forward, the Forwarder): the server sees the request end, and its
     whole 8 MB answer arrives byte-exact."""
-    from colabtunnel import connection, sshconfig
+    from colabtunnel import connection, sshtarget
     from colabtunnel.forwarder import Forwarder, bind_listener
     from colabtunnel.profiles import get_profile
 
     answer = os.urandom(8 << 20)
     server = ReadToEofServer(answer)
     profile = get_profile(PROFILE)
-    conn = connection.connect(sshconfig.resolve(profile), profile.name)
+    conn = connection.connect(sshtarget.resolve(profile), profile.name)
     fwd = Forwarder(bind_listener(0), lambda peer: conn.open_forward(server.port, peer)).start()
     try:
         request_body = os.urandom(100_000)

@@ -84,12 +84,22 @@ def _step(add: Callable[[Finding], None], name: str, run: Callable[[], str]) -> 
 
 def _ssh_checks(profile: Profile, add: Callable[[Finding], None], prompter: Prompter | None) -> Any:
     """reachable → host-key → auth, across every jump host; the failing step is named."""
-    from colabtunnel import connection, hostkeys, sshconfig
+    from colabtunnel import connection, hostkeys, sshtarget
     from colabtunnel.auth import LoginFailed
 
-    target = sshconfig.resolve(profile)
-    via = f" via {target.proxy_jump}" if target.proxy_jump else ""
-    add(Finding("ssh-config", PASS, f"{target.user}@{target.hostname}:{target.port}{via}"))
+    try:
+        target = sshtarget.resolve(profile)
+        hops = sshtarget.route(target)
+    except ColabtunnelError as exc:
+        add(Finding("ssh-config", FAIL, exc.message, exc.hint))
+        raise _Stop from exc
+    add(
+        Finding(
+            "ssh-config",
+            PASS,
+            f"{target.label} (resolved by {target.resolver}); route: {sshtarget.describe(hops)}",
+        )
+    )
     seen: list[str] = []
 
     def verify(transport: Any, hop: Any, is_target: bool) -> None:
@@ -101,7 +111,9 @@ def _ssh_checks(profile: Profile, add: Callable[[Finding], None], prompter: Prom
     fingerprints: list[str] = []
     creds = Credentials(profile.name, prompter=prompter)
     try:
-        transports = connection.walk(target, profile.name, verify, creds, login_target=True)
+        transports = connection.walk(
+            target, profile.name, verify, creds, login_target=True, hops=hops
+        )
     except connection.Unreachable as exc:
         add(Finding("reachable", FAIL, exc.message, exc.hint))
         raise _Stop from exc

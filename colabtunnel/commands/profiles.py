@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,27 @@ def list_profiles() -> list[Profile]:
 
 def show(name: str) -> Profile:
     return get_profile(name)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How `ssh` (and so colabtunnel) reaches a profile's host, or why that cannot be told."""
+
+    ssh: dict[str, Any] | None
+    error: str | None = None
+    hint: str | None = None
+
+
+def route(profile: Profile) -> Route | None:
+    """The resolved SSH route of `profile` (None for one that runs on this machine)."""
+    from colabtunnel import sshtarget
+
+    if profile.is_local:
+        return None
+    try:
+        return Route(sshtarget.as_json(sshtarget.resolve(profile)))
+    except ConfigError as exc:
+        return Route(None, exc.message, exc.hint)
 
 
 def as_dict(profile: Profile) -> dict[str, Any]:

@@ -30,18 +30,18 @@ class TrustedKey:
 def trust(
     profile_name: str, confirm: Callable[[str], bool], prompter: Prompter | None = None
 ) -> list[TrustedKey]:
-    from colabtunnel import connection, sshconfig
+    from colabtunnel import connection, sshtarget
 
     profile = get_profile(profile_name)
     if profile.is_local:
         raise ConfigError(f"profile {profile_name!r} runs on this machine; there is no host key")
-    target = sshconfig.resolve(profile)
+    target = sshtarget.resolve(profile)
     results: list[TrustedKey] = []
 
     def verify(transport: Any, hop: Any, is_target: bool) -> None:
         key = transport.get_remote_server_key()
         name = connection.key_entry_name(hop)
-        known_file = Path(hop.known_hosts_files[0])
+        known_file = connection.trust_file(hop)
         base = dict(
             name=name,
             fingerprint=hostkeys.fingerprint(key),
@@ -49,7 +49,8 @@ def trust(
             known_hosts=known_file,
         )
         try:
-            hostkeys.verify(hostkeys.load(hop.known_hosts_files), name, key, profile_name)
+            known = hostkeys.load(connection.known_hosts_files(hop))
+            hostkeys.verify(known, name, key, profile_name)
         except hostkeys.UnknownHostKey:
             pass  # a changed key raises on: never overwritten here
         else:
@@ -57,7 +58,7 @@ def trust(
             return
         if not confirm(f"{name} presents {key.get_name()} key {base['fingerprint']}. Trust it?"):
             raise ColabtunnelError(f"{name} was not trusted; nothing changed after it")
-        hostkeys.append(known_file, name, key)
+        hostkeys.append(known_file, name, key, hashed=hop.hash_known_hosts)
         results.append(TrustedKey(**base, added=True, already_known=False))
 
     transports = connection.walk(

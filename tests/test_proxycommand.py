@@ -1,0 +1,96 @@
+"""The ProxyCommand wrapper on its own: a chatty proxy, its log, and a hundred connections that
+leave no process, descriptor or thread behind. In-process, against the real test sshd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from colabtunnel import connection, sshtarget
+from colabtunnel.credentials import Credentials
+from colabtunnel.profiles import Profile
+from tests.conftest import Env, wait_for
+
+# A relay in plain bash: fast to start, so a hundred connections take seconds, not minutes.
+RELAY = "bash -c 'exec 3<>/dev/tcp/%h/%p; cat <&3 & exec cat >&3'"
+
+
+def _relay_profile(env: Env, alias: str, proxy: str) -> sshtarget.SSHTarget:
+    assert env.sshd is not None
+    config = env.home / ".ssh" / "config"
+    config.write_text(
+        config.read_text()
+        + f"Host {alias}\n  HostName 127.0.0.1\n  Port {env.sshd.port}\n  User root\n"
+        + f"  IdentityFile {env.sshd.client_key}\n  IdentitiesOnly yes\n  ProxyCommand {proxy}\n"
+    )
+    return sshtarget.resolve(Profile(alias, host=alias))
+
+
+def _counts() -> tuple[int, int, int]:
+    me = psutil.Process()
+    return (
+        len(os.listdir("/proc/self/fd")),
+        len(me.children(recursive=True)),
+        threading.active_count(),
+    )
+
+
+def test_hundred_connections_leave_no_process_fd_or_thread(env: Env) -> None:
+    target = _relay_profile(env, "relay-gpu", RELAY)
+    creds = Credentials("relay")
+    connection.connect(target, "relay", creds=creds).close()  # warm-up: imports, caches
+    time.sleep(0.5)
+    before = _counts()
+    started = time.monotonic()
+    for _ in range(100):
+        conn = connection.connect(target, "relay", creds=creds)
+        assert conn.run("echo ok").stdout == "ok\n"
+        conn.close()
+    took = time.monotonic() - started
+
+    def settled() -> bool:
+        fds, children, threads = _counts()
+        return fds <= before[0] and children <= before[1] and threads <= before[2] + 1
+
+    wait_for(settled, timeout=10, interval=0.2)
+    print(f"100 connections through a ProxyCommand in {took:.1f} s; fds/children/threads {before}")
+
+
+def test_a_chatty_proxy_does_not_block_and_its_stderr_is_logged(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 2 MB on stderr before any byte of SSH: far more than a pipe holds (64 KiB); a proxy whose
+    # stderr nobody reads would stop here, and the banner would never come.
+    chatty = (
+        "bash -c 'for i in $(seq 20000); do echo \"proxy chatter line $i: "
+        '................................................................................" >&2;'
+        " done; exec 3<>/dev/tcp/%h/%p; cat <&3 & exec cat >&3'"
+    )
+    target = _relay_profile(env, "chatty-gpu", chatty)
+    with caplog.at_level(logging.INFO, logger="colabtunnel"):
+        conn = connection.connect(target, "chatty", creds=Credentials("chatty"))
+        try:
+            assert conn.run("echo ok").stdout == "ok\n"
+        finally:
+            conn.close()
+    assert "proxy: proxy chatter line 20000:" in caplog.text
+
+
+def test_proxy_runs_through_the_users_shell(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ssh_config(5): the command is run with the user's shell, `exec`-ed."""
+    shell = tmp_path / "myshell"
+    seen = tmp_path / "seen"
+    shell.write_text(f'#!/bin/bash\necho "$@" > {seen}\nexec /bin/bash "$@"\n')
+    shell.chmod(0o755)
+    monkeypatch.setenv("SHELL", str(shell))
+    target = _relay_profile(env, "shell-gpu", RELAY)
+    connection.connect(target, "shell", creds=Credentials("shell")).close()
+    assert seen.read_text().startswith("-c exec bash -c ")
