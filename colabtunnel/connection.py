@@ -298,7 +298,6 @@ def _first_bytes(
 def _start(sock: Any, target: SSHTarget, clock: Deadline) -> paramiko.Transport:
     import paramiko
 
-
     waiting_for = f"the SSH banner and key exchange of {target.hostname}:{target.port}"
     try:
         budget = clock.left(waiting_for, target.connect_timeout)

@@ -391,7 +391,9 @@ def describe(hops: list[SSHTarget]) -> str:
     """`laptop → bastion (ProxyCommand: cloudflared …) → login1 → gpu-box`, one line."""
     parts = ["laptop"]
     for index, hop in enumerate(hops):
-        name = hop.alias if hop.alias == hop.hostname else f"{hop.alias} ({hop.hostname})"
+        name = hop.alias  # hosts by the names the config gives them; --json has the rest
+        if index == len(hops) - 1 and hop.alias != hop.hostname:
+            name += f" ({hop.hostname})"
         if index == 0 and hop.proxy_command:
             name += f" (ProxyCommand: {_short(hop.proxy_command)})"
         parts.append(name)

@@ -178,10 +178,13 @@ def test_two_hop_chain_from_the_hops_own_proxyjump_lines(env: Env, jump_chain_2:
             "  ProxyJump inner-hop\n",
         ),
     )
-    env.known_hosts.write_text(env.known_hosts.read_text() + chain.known_hosts_text())
     env.write_profile("chain", host="gpu-chain", activate=ACTIVATE, workdir="~")
     shown = env.run("profiles", "show", "chain", check=True).stdout
-    assert "laptop → outer-hop" in shown and "inner-hop" in shown and "gpu-chain" in shown
+    assert "laptop → outer-hop → inner-hop → gpu-chain" in shown
+    # trust walks the chain ssh_config builds: three unknown keys, each asked about in turn
+    trusted = env.run("trust", "chain", "--yes", check=True).stdout
+    for hop in chain.hops:
+        assert f"added [{hop.address}]:{hop.port}" in trusted or f"added {hop.address}" in trusted
     tunnel = _up(env, "chain")
     assert run_probe(f"http://127.0.0.1:{tunnel['local_port']}/", _token(tunnel)).ok
     env.run("down", "chain", check=True)
@@ -365,3 +368,22 @@ def test_proxy_that_wants_a_sign_in_makes_a_reconnect_needs_login(env: Env, tmp_
     assert again["url"] == tunnel["url"]
     assert _answers(again["local_port"], _token(again))
     env.run("down", "signin", check=True)
+
+
+def test_up_asks_ssh_once_and_status_never(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolution costs a direct host one short `ssh -G`; `status` and `url` run none."""
+    real = shutil.which("ssh")
+    assert real is not None
+    calls = tmp_path / "ssh-calls"
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    (wrappers / "ssh").write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    (wrappers / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+    _up(env, "gpu")
+    assert calls.read_text().splitlines() == ["-G -- gpu-test"], calls.read_text()
+    env.run("status", check=True)
+    env.run("url", "gpu", check=True)
+    assert len(calls.read_text().splitlines()) == 1
