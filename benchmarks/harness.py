@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from benchmarks.server import recv_exact
-from tests.sshd import config_text
+from tests.sshd import config_text, passwd_home_environ
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -255,6 +255,8 @@ def make_world(root: Path, sshd: Sshd, link_port: int) -> World:
         and not key.startswith("BENCH_")
     }
     env.update(
+        # ssh (colabtunnel's `ssh -G` too) reads ~ from the password database, not HOME
+        **passwd_home_environ(home, root),
         HOME=str(home),
         COLABTUNNEL_HOME=str(ct_home),
         PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",

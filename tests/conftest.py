@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd, passwd_home_environ, running_sshd
 
 TESTS = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -23,36 +23,22 @@ PROFILE = "gpu"
 HOST_ALIAS = "gpu-test"
 
 
-NSS_WRAPPER = next(iter(sorted(Path("/usr/lib").glob("*/libnss_wrapper.so*"))), None)
-
-
 def point_passwd_home_at(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the password database say our home is `home`, for this process's colabtunnel code
     and for every process a test starts (colabtunnel, its keeper, `ssh -G`, a ProxyCommand's
     `ssh`): OpenSSH takes ~ from there, not from $HOME, and both sides must read the same files.
 
-    Child processes get it through nss_wrapper (an LD_PRELOAD library made for exactly this);
-    this process's lookups go through colabtunnel.sshconfig.user_home, patched here."""
+    Child processes get it through nss_wrapper (tests/sshd.passwd_home_environ); this process's
+    lookups go through colabtunnel.sshconfig.user_home, patched here."""
     from colabtunnel import sshconfig
 
     monkeypatch.setattr(sshconfig, "user_home", lambda: home)
-    if sys.platform != "linux":
-        return
-    if NSS_WRAPPER is None:
-        pytest.fail("libnss-wrapper is not installed: run `python -m tests.setup_host`")
-    passwd = tmp_path / "nss-passwd"
-    uid = str(os.getuid())
-    lines = []
-    for line in Path("/etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if len(fields) == 7 and fields[2] == uid:
-            fields[5] = str(home)
-        lines.append(":".join(fields))
-    passwd.write_text("\n".join(lines) + "\n")
-    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(NSS_WRAPPER)]))
-    monkeypatch.setenv("LD_PRELOAD", preload)
-    monkeypatch.setenv("NSS_WRAPPER_PASSWD", str(passwd))
-    monkeypatch.setenv("NSS_WRAPPER_GROUP", "/etc/group")
+    try:
+        variables = passwd_home_environ(home, tmp_path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +23,37 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 NSS_WRAPPER_VARS = ("LD_PRELOAD", "NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP")
 
 
+NSS_WRAPPER = next(iter(sorted(Path("/usr/lib").glob("*/libnss_wrapper.so*"))), None)
+
+
 def server_environ() -> dict[str, str]:
     """This process's environment without the per-test password-database home."""
     return {k: v for k, v in os.environ.items() if k not in NSS_WRAPPER_VARS}
+
+
+def passwd_home_environ(home: Path, scratch: Path) -> dict[str, str]:
+    """Environment variables under which the password database says this user's home is `home`
+    (nss_wrapper, an LD_PRELOAD library made for this), for the processes that play the laptop:
+    OpenSSH takes ~ from there, not from $HOME. Linux only; {} elsewhere."""
+    if sys.platform != "linux":
+        return {}
+    if NSS_WRAPPER is None:
+        raise RuntimeError("libnss-wrapper is not installed: run `python -m tests.setup_host`")
+    passwd = scratch / "nss-passwd"
+    uid = str(os.getuid())
+    lines = []
+    for line in Path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2] == uid:
+            fields[5] = str(home)
+        lines.append(":".join(fields))
+    passwd.write_text("\n".join(lines) + "\n")
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(NSS_WRAPPER)]))
+    return {
+        "LD_PRELOAD": preload,
+        "NSS_WRAPPER_PASSWD": str(passwd),
+        "NSS_WRAPPER_GROUP": "/etc/group",
+    }
 
 
 @dataclass
