@@ -101,6 +101,8 @@ def test_scan_reads_every_config_directory_jupyter_lists(
     info, host = _scan(
         tmp_path, f"export JUPYTER_CONFIG_DIR={own}\nexport JUPYTER_CONFIG_PATH={extra}"
     )
+    # a token that is not empty is never sent back, not even in the raw output
+    assert host.outputs and not any(SECRET in output for output in host.outputs)
     found = {(Path(s.file).name, s.line, s.section, s.trait): s for s in info.config}
     assert set(found) == {
         ("jupyter_server_config.py", 2, "ServerApp", "base_url"),
@@ -120,8 +122,6 @@ def test_scan_reads_every_config_directory_jupyter_lists(
     for directory in (own, extra, Path(sys.prefix) / "etc" / "jupyter"):
         assert str(directory) in info.config_dirs, info.config_dirs
     assert info.config_problem is None
-    # a token that is not empty is never sent back, not even in the raw output
-    assert not any(SECRET in output for output in host.outputs)
 
 
 def test_scan_falls_back_to_the_config_dir_when_jupyter_cannot_list_paths(

@@ -317,6 +317,11 @@ def _induced(tls: tuple[Path, Path]) -> dict[str, Induced]:
         "base-url-nb6": Induced(
             "base-url", flavour="notebook6", jupyter_args=("--NotebookApp.base_url=/x/",)
         ),
+        "https-server": Induced(
+            "https",
+            flavour="server",
+            jupyter_args=(f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}"),
+        ),
         "https-nb6": Induced(
             "https",
             flavour="notebook6",
@@ -335,6 +340,7 @@ INDUCED_IDS = (
     "no-ipykernel",
     "base-url-nb6",
     "https-nb6",
+    "https-server",
 )
 
 
@@ -379,6 +385,8 @@ def test_diagnosis_matrix(env: Env, tls_pair: tuple[Path, Path], induced_id: str
         after = float(re.fullmatch(FIRST_LINES["https"], first)["after"])  # type: ignore[index]
         print(f"HTTPS diagnosed {after} s after Jupyter's start; `up` failed after {took:.1f} s")
         assert after < 5.0, done.stderr
+        # recognised on the first plain request Jupyter answered: its log has one SSL error
+        assert done.stderr.count("SSL Error") == 1, done.stderr
     if induced.case == "exits":
         assert "/nonexistent-colabtunnel" in done.stderr  # Jupyter's own log line, quoted
     wait_for(lambda: not remote_jupyters(env), timeout=15)
