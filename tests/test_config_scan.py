@@ -124,17 +124,61 @@ def test_scan_reads_every_config_directory_jupyter_lists(
     assert info.config_problem is None
 
 
-def test_scan_falls_back_to_the_config_dir_when_jupyter_cannot_list_paths(
+def test_scan_lists_what_jupyter_paths_lists(
     tmp_path: Path, config_tree: tuple[Path, Path]
 ) -> None:
+    own, extra = config_tree
+    activate = f"export JUPYTER_CONFIG_DIR={own}\nexport JUPYTER_CONFIG_PATH={extra}"
+    info, _ = _scan(tmp_path, activate)
+    listed = subprocess.run(
+        ["bash", "-c", f"{activate}\n{JUPYTER} --paths --json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert info.config_dirs == json.loads(listed.stdout)["config"]
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Python without jupyter_core: a `jupyter` whose interpreter cannot answer in-process."""
+    bare = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    return bare / "bin" / "python"
+
+
+def _jupyter_wrapper(tmp_path: Path, python: Path, body: str) -> str:
+    wrapper = tmp_path / "jupyter"
+    wrapper.write_text(f"#!{python}\n{body}\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_scan_asks_the_jupyter_command_when_its_python_cannot_answer(
+    tmp_path: Path, config_tree: tuple[Path, Path], bare_python: Path
+) -> None:
+    own, extra = config_tree
+    forward = f"import os, sys\nos.execv({JUPYTER!r}, [{JUPYTER!r}, *sys.argv[1:]])"
+    wrapper = _jupyter_wrapper(tmp_path, bare_python, forward)
+    activate = f"export JUPYTER_CONFIG_DIR={own}\nexport JUPYTER_CONFIG_PATH={extra}"
+    info, _ = _scan(tmp_path, activate, jupyter_cmd=wrapper)
+    assert str(own) in info.config_dirs and str(extra) in info.config_dirs
+    assert info.config_problem is None
+    assert ("jupyter_config.json", 8, "NotebookApp", "keyfile") in {
+        (Path(s.file).name, s.line, s.section, s.trait) for s in info.config
+    }
+
+
+def test_scan_falls_back_to_the_config_dir_when_nothing_lists_paths(
+    tmp_path: Path, config_tree: tuple[Path, Path], bare_python: Path
+) -> None:
     own, _ = config_tree
-    broken = tmp_path / "jupyter"
-    broken.write_text(f"#!{sys.executable}\nimport sys\nsys.exit('no --paths here')\n")
-    broken.chmod(0o755)
-    info, _ = _scan(tmp_path, f"export JUPYTER_CONFIG_DIR={own}", jupyter_cmd=str(broken))
+    wrapper = _jupyter_wrapper(tmp_path, bare_python, "import sys\nsys.exit('no --paths here')")
+    info, _ = _scan(tmp_path, f"export JUPYTER_CONFIG_DIR={own}", jupyter_cmd=wrapper)
     assert info.config_dirs == [str(own)]
-    assert info.config_problem and "`jupyter --paths --json` failed (exit 1)" in info.config_problem
-    assert str(own) in info.config_problem
+    assert info.config_problem == (
+        f"`jupyter --paths --json` failed (exit 1): only {own} was scanned"
+    )
     assert {s.trait for s in info.config} == {
         "base_url",
         "certfile",
