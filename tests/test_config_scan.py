@@ -30,10 +30,10 @@ from colabtunnel.flavours import by_key
 from colabtunnel.hosts import LocalHost
 from colabtunnel.probe import FIXES, run_probe
 from colabtunnel.profiles import Profile
+from tests.browser import make_certificate
 from tests.fake_http import fake_server
 from tests.jupyter_helpers import running_jupyter
 from tests.tcp_servers import TcpServer
-from tests.tls_pair import self_signed_pair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -345,7 +345,7 @@ def test_readiness_ignores_an_answer_from_a_process_that_is_not_ours() -> None:
 def _tls_listener(directory: Path) -> TcpServer:
     """A real TLS server: it completes handshakes and drops plain HTTP unanswered, as Jupyter
     with a certfile does."""
-    cert, key = self_signed_pair(directory)
+    cert, key = make_certificate(directory, host="localhost")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
 

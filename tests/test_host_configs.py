@@ -28,10 +28,10 @@ import pytest
 import requests
 
 from tests import flavour_venvs
+from tests.browser import make_certificate
 from tests.conftest import Env, wait_for
 from tests.flavour_venvs import MATRIX, python_of
 from tests.test_e2e_ssh import remote_jupyters
-from tests.tls_pair import self_signed_pair
 
 pytestmark = pytest.mark.timeout(900)  # the first run builds the flavour venvs
 
@@ -55,38 +55,26 @@ NOTE_RE = re.compile(r"^! (.+?)(?:, line (\d+))?: (\w+)\.(\w+) = (.+) is overrid
 
 @pytest.fixture(scope="module")
 def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate and its key, made here (cryptography comes with paramiko)."""
-    return self_signed_pair(tmp_path_factory.mktemp("tls"))
+    """A self-signed certificate and its key, made here."""
+    return make_certificate(tmp_path_factory.mktemp("tls"), host="localhost")
+
+
+def _site_packages(python: Path) -> Path:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    done = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
+    return Path(done.stdout.strip())
 
 
 def overlay_venv(name: str, where: Path) -> Path:
-    """A virtualenv of our own that runs flavour `name`'s packages: its etc/jupyter is a config
-    directory `jupyter --paths` lists (the environment's own), and only this test writes there.
+    """A virtualenv of this test's own that runs flavour `name`'s packages: its etc/jupyter is a
+    config directory `jupyter --paths` lists (the environment's own), written by this test only.
     The cached flavour venvs are shared with other test runs on this machine and stay untouched."""
     base = flavour_venvs.flavour_venv(name)
     overlay = where / f"env-{name}"
-    if overlay.exists():
-        return overlay
     subprocess.run([str(python_of(base)), "-m", "venv", "--without-pip", str(overlay)], check=True)
-    site = subprocess.run(
-        [str(python_of(base)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    own_site = Path(
-        subprocess.run(
-            [
-                str(python_of(overlay)),
-                "-c",
-                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    (own_site / "flavour.pth").write_text(f"import site; site.addsitedir({site!r})\n")
+    packages = str(_site_packages(python_of(base)))
+    pth = _site_packages(python_of(overlay)) / "flavour.pth"
+    pth.write_text(f"import site; site.addsitedir({packages!r})\n")
     for script in (base / "bin").glob("jupyter*"):
         body = script.read_text().split("\n", 1)[1]
         (overlay / "bin" / script.name).write_text(f"#!{python_of(overlay)}\n{body}")
