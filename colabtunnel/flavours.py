@@ -2,13 +2,15 @@
 
 Notebook 6 (classic) reads only `--NotebookApp.*`; the jupyter_server family reads `--ServerApp.*`.
 A flag with the wrong prefix is silently ignored, which is how hand-made Colab set-ups break, so the
-prefix comes from this table and nowhere else.
+prefix comes from this table and nowhere else. So do the settings colabtunnel forces over whatever
+a host's Jupyter config says (OVERRIDES): a command-line flag beats a config file in Jupyter.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from colabtunnel.errors import ColabtunnelError, ConfigError
@@ -28,11 +30,43 @@ class Flavour:
     min_version: tuple[int, ...]
     max_version: tuple[int, ...] | None  # exclusive
     app: str  # the profile `app` value that selects this flavour
+    # The config classes whose settings this flavour takes from config files.
+    config_sections: tuple[str, ...]
+    # A class whose config-file settings notebook_shim moves onto ServerApp AFTER the command line
+    # is applied (Notebook 7, JupyterLab): a `--ServerApp.*` flag does not beat them, a flag under
+    # this prefix does. Observed with notebook_shim 0.2.4: `c.NotebookApp.base_url = '/nb/'` in
+    # jupyter_server_config.py wins over `--ServerApp.base_url=/`.
+    shim: str | None = None
 
+
+SERVER_SECTIONS = ("ServerApp", "IdentityProvider")
+SHIMMED_SECTIONS = (*SERVER_SECTIONS, "NotebookApp")
 
 FLAVOURS: tuple[Flavour, ...] = (
-    Flavour("notebook7", "Notebook 7", "notebook", "ServerApp", "notebook", (7,), None, "notebook"),
-    Flavour("lab", "JupyterLab", "lab", "ServerApp", "jupyterlab", (3,), None, "lab"),
+    Flavour(
+        "notebook7",
+        "Notebook 7",
+        "notebook",
+        "ServerApp",
+        "notebook",
+        (7,),
+        None,
+        "notebook",
+        SHIMMED_SECTIONS,
+        "NotebookApp",
+    ),
+    Flavour(
+        "lab",
+        "JupyterLab",
+        "lab",
+        "ServerApp",
+        "jupyterlab",
+        (3,),
+        None,
+        "lab",
+        SHIMMED_SECTIONS,
+        "NotebookApp",
+    ),
     Flavour(
         "notebook6",
         "Notebook 6 (classic)",
@@ -42,6 +76,7 @@ FLAVOURS: tuple[Flavour, ...] = (
         (5, 7),
         (7,),
         "notebook",
+        ("NotebookApp",),
     ),
     Flavour(
         "server",
@@ -52,6 +87,31 @@ FLAVOURS: tuple[Flavour, ...] = (
         (1, 8),
         None,
         "server",
+        SERVER_SECTIONS,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Override:
+    """A setting forced on every start, whatever the host's config says: Colab cannot work with
+    another value. Each is one flag, so the user's other settings stay as they are."""
+
+    trait: str
+    value: str  # as it goes on the command line
+    why: str  # shown in the note `up` prints when a host config set it otherwise
+
+
+_PLAIN_HTTP = "the SSH tunnel is the encrypted transport; it forwards plain HTTP"
+OVERRIDES: tuple[Override, ...] = (
+    Override("base_url", "/", "Colab calls the API at the root of the URL it is given"),
+    Override("certfile", "", _PLAIN_HTTP),
+    Override("keyfile", "", _PLAIN_HTTP),
+    Override(
+        "allow_remote_access",
+        "False",
+        "it keeps Jupyter's Host-header check, its defence against DNS rebinding, "
+        "on the port forwarded to this machine",
     ),
 )
 # `app = "auto"` takes the first installed flavour in this order: the full UIs first, so the same URL
@@ -117,8 +177,36 @@ def _describe(versions: dict[str, str | None]) -> str:
     return ", ".join(found) or "nothing"
 
 
-def server_args(flavour: Flavour, port: int, *, allow_root: bool) -> list[str]:
-    """The exact arguments after `jupyter` that make this flavour serve Colab."""
+def override_flag(prefix: str, override: Override) -> str:
+    return f"--{prefix}.{override.trait}={override.value}"
+
+
+def shown_flag(prefix: str, trait: str) -> str:
+    """The override flag for `trait` as a person reads it (an empty value shown as '')."""
+    override = next(o for o in OVERRIDES if o.trait == trait)
+    return override_flag(prefix, override) + ("" if override.value else "''")
+
+
+def _given(args: Sequence[str], flag: str) -> bool:
+    name = flag.split("=", 1)[0]
+    return any(arg == name or arg.startswith(name + "=") for arg in args)
+
+
+def server_args(
+    flavour: Flavour,
+    port: int,
+    *,
+    allow_root: bool,
+    shimmed: Collection[str] = (),
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The exact arguments after `jupyter` that make this flavour serve Colab, then `extra`.
+
+    `shimmed`: the overridden settings a host config sets under the flavour's shim class; they
+    need a flag of that class too (see Flavour.shim). `extra` (the profile's jupyter_args) come
+    last and win: an override they set themselves is left out, as Jupyter exits on a flag given
+    twice ("base_url only accepts one value, got 2").
+    """
     p = flavour.prefix
     args = [
         flavour.subcommand,
@@ -131,6 +219,10 @@ def server_args(flavour: Flavour, port: int, *, allow_root: bool) -> list[str]:
         f"--{p}.open_browser=False",
         f"--{p}.tornado_settings=" + json.dumps({"headers": EXTRA_HEADERS}),
     ]
+    overrides = [override_flag(p, o) for o in OVERRIDES]
+    if flavour.shim:
+        overrides += [override_flag(flavour.shim, o) for o in OVERRIDES if o.trait in shimmed]
+    args += [flag for flag in overrides if not _given(extra, flag)]
     if allow_root:
         args.append("--allow-root")
-    return args
+    return args + list(extra)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from colabtunnel import flavours, remote_scripts
+from colabtunnel import diagnoses, flavours, hostconfig, remote_scripts
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import Flavour
 from colabtunnel.hosts import Host
@@ -51,7 +51,9 @@ class HostInfo:
     want_port_free: bool | None
     existing: Existing | None
     gpus: list[str] | None
-    hazards: list[dict[str, Any]]
+    config: list[hostconfig.Setting]  # watched settings in the host's Jupyter config files
+    config_dirs: list[str]  # where they were looked for
+    config_problem: str | None = None  # why that list may be incomplete
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,13 @@ def _stage_error(stage: str, profile: Profile, output: str) -> ColabtunnelError:
 
 
 def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
-    script = render(remote_scripts.INSPECT, want_port=want_port or 0, **_placeholders(profile))
+    watch = {"sections": hostconfig.WATCHED_SECTIONS, "traits": hostconfig.WATCHED_TRAITS}
+    script = render(
+        remote_scripts.INSPECT,
+        want_port=want_port or 0,
+        watch=quote(json.dumps(watch)),
+        **_placeholders(profile),
+    )
     data, stderr = _result(host, script, INSPECT_TIMEOUT, "inspecting the host")
     if not data.get("ok"):
         raise _stage_error(data.get("stage", "?"), profile, stderr)
@@ -151,27 +159,21 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
         want_port_free=data.get("want_port_free"),
         existing=Existing(**existing) if existing else None,
         gpus=data.get("gpus"),
-        hazards=data.get("hazards") or [],
+        config=hostconfig.parse(data["config"]["settings"]),
+        config_dirs=data["config"]["dirs"],
+        config_problem=data["config"]["problem"],
     )
 
 
-def hazard_error(info: HostInfo, where: str) -> ColabtunnelError | None:
-    """A host config that empties the token would override ours: refuse, naming file and line.
-
-    Not neutralised on purpose: Jupyter's only ways around it (`--config`, JUPYTER_NO_CONFIG) drop
-    every other user setting too, silently changing the user's Jupyter.
-    """
-    if not info.hazards:
-        return None
-    places = "; ".join(
-        f"{h['file']}" + (f", line {h['line']}" if h.get("line") else "") + f": {h['text']}"
-        for h in info.hazards
-    )
-    return ColabtunnelError(
-        f"a Jupyter config {where} disables authentication ({places}); "
-        "started like that, anyone who reaches the port could run code as you",
-        hint="delete that line on the host (it overrides the token colabtunnel sets), then run `up` again",
-    )
+def config_notes(info: HostInfo, flavour: Flavour | None) -> list[str]:
+    """What to tell the user about the host's Jupyter config: each setting overridden, and a
+    scan that could not list every config directory."""
+    notes = [
+        hostconfig.override_note(s, flavour) for s in hostconfig.overridden(info.config, flavour)
+    ]
+    if info.config_problem:
+        notes.append(info.config_problem)
+    return notes
 
 
 def reusable(info: HostInfo) -> RemoteServer | None:
@@ -191,8 +193,9 @@ def start(
     token: str,
     timeout: float,
 ) -> RemoteServer:
-    args = flavours.server_args(flavour, port, allow_root=info.uid == 0) + list(
-        profile.jupyter_args
+    shimmed = hostconfig.shimmed(info.config, flavour)
+    args = flavours.server_args(
+        flavour, port, allow_root=info.uid == 0, shimmed=shimmed, extra=profile.jupyter_args
     )
     exports = [f"export {name}={quote(value)}" for name, value in profile.env.items()]
     exports.append(f"export JUPYTER_TOKEN={quote(token)}")
@@ -209,42 +212,11 @@ def start(
     data, stderr = _result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
     if data.get("ok"):
         return RemoteServer(port, token, flavour.key, reattached=False, ready_s=data.get("ready_s"))
-    stage = data.get("stage", "?")
     tail = log_tail(host, profile, 15)
     stop(host, profile)
-    raise _start_error(stage, profile, port, timeout, tail, stderr)
-
-
-def _start_error(
-    stage: str, profile: Profile, port: int, timeout: float, tail: str, stderr: str
-) -> ColabtunnelError:
-    if stage == "exited":
-        busy = "is not available" in tail or "Address already in use" in tail
-        return ColabtunnelError(
-            f"Jupyter exited during start-up. Last lines of its log:\n{tail}",
-            hint=f'remote port {port} is taken: set remote_port = "auto"'
-            if busy
-            else "fix what the log says, then run `up` again",
-        )
-    if stage == "timeout":
-        return ColabtunnelError(
-            f"Jupyter did not answer within {timeout:.0f} s. Last lines of its log:\n{tail}",
-            hint="a slow filesystem or a heavy extension? raise it with --timeout",
-        )
-    if stage == "auth-disabled":
-        return ColabtunnelError(
-            "Jupyter started WITHOUT authentication: a request with no token was accepted. "
-            "A config file on the host overrides the token; the server was stopped",
-            hint="look for `token = ''` in ~/.jupyter/jupyter_*_config.py (or .json) on the host "
-            "and remove it",
-        )
-    if stage == "token-rejected":
-        return ColabtunnelError(
-            "Jupyter rejects the token colabtunnel gave it: a config file on the host sets "
-            "another token or password; the server was stopped",
-            hint="remove token/password settings from ~/.jupyter/jupyter_*_config.py on the host",
-        )
-    return _stage_error(stage, profile, stderr)
+    if data.get("stage") in diagnoses.STAGES:
+        raise diagnoses.start_error(diagnoses.Failed(data, profile, flavour, port, timeout, tail))
+    raise _stage_error(data.get("stage", "?"), profile, stderr)
 
 
 def stop(host: Host, profile: Profile) -> bool:

@@ -102,6 +102,17 @@ FIXES: dict[str, str] = {
         "treats the whole URL path as the API base and gets 404/405. Use "
         "http://localhost:PORT/?token=... (the root)."
     ),
+    "base-url": (
+        "Nothing at the root URL answers like Jupyter's API (404): the server runs under a "
+        "base_url (a host config or a --ServerApp.base_url / --NotebookApp.base_url argument). "
+        "Colab needs the API at the root: remove that base_url, or let colabtunnel start Jupyter "
+        "(it overrides base_url)."
+    ),
+    "https": (
+        "The server speaks TLS (HTTPS) where the URL says http: Jupyter runs with a certfile and "
+        "keyfile. Colab reaches a local runtime over plain HTTP (the SSH tunnel is the encrypted "
+        "part): remove certfile/keyfile, or let colabtunnel start Jupyter (it overrides them)."
+    ),
     "token-rejected": (
         "Jupyter refused the token: the server on this port runs with a different token (a host "
         "config or JUPYTER_TOKEN overrides it, or another Jupyter owns the port). Restart with "
@@ -231,10 +242,11 @@ def cors_problems(headers: Any, origin: str) -> list[str]:
     return problems
 
 
-def status_problem(status: int, message: str = "") -> str:
-    """Problem id for a non-success status (and Jupyter's error message) on a request with token."""
+def status_problem(status: int, message: str = "", at_root: bool = False) -> str:
+    """Problem id for a non-success status (and Jupyter's error message) on a request with token.
+    `at_root`: the request went to the server's root URL, so a 404 is not the URL's fault."""
     if status in (404, 405):
-        return "sub-path"
+        return "base-url" if at_root and status == 404 else "sub-path"
     if status == 403 and "_xsrf" in message:
         return "xsrf-required"
     if status in (401, 403):
@@ -429,9 +441,16 @@ class _Probe:
                 "timeout", f"{method} {self.shown(api_path)}: no answer within {self.timeout:g}s"
             ) from exc
         except self.requests.RequestException as exc:
-            raise _Unreachable(
-                "unreachable", f"{method} {self.shown(api_path)}: {_reason(exc)}"
-            ) from exc
+            problem = "unreachable"
+            if self._tls_instead(exc):
+                problem = "https"
+            raise _Unreachable(problem, f"{method} {self.shown(api_path)}: {_reason(exc)}") from exc
+
+    def _tls_instead(self, exc: Exception) -> bool:
+        """A connection accepted, then dropped without an answer, by a server that speaks TLS:
+        Jupyter with a certfile does exactly that to a plain HTTP request."""
+        dropped = isinstance(exc, self.requests.ConnectionError) and "refused" not in str(exc)
+        return dropped and self.scheme == "http" and _speaks_tls(self.netloc, self.timeout)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -462,7 +481,7 @@ class _Probe:
             detail += f", {ACAPN}: {resp.headers[ACAPN]}"
         if resp.status_code not in ok_status:
             message = _json_message(resp)
-            problem = status_problem(resp.status_code, message)
+            problem = status_problem(resp.status_code, message, self.path == "/")
             self.add(name, False, detail + (f"; {message}" if message else ""), [problem])
             return None
         return resp, detail, cors_problems(resp.headers, self.origin)
@@ -520,12 +539,19 @@ class _Probe:
             self.add("auth-enforced", True, detail + " (refused)")
         elif 300 <= status < 400 and "login" in location:
             self.add("auth-enforced", True, detail + f" (redirect to {location})")
-        elif 200 <= status < 300:
+        elif 200 <= status < 300 and _json_body(resp) is not None:
+            # Only the API itself answering proves the token is not required.
             self.add(
                 "auth-enforced", False, detail + ": answered without the token", ["auth-disabled"]
             )
+        elif 200 <= status < 300:
+            self.add("auth-enforced", False, detail + ": not Jupyter's JSON", ["bad-json"])
+        elif status == 404:
+            problem = "base-url" if self.path == "/" else "sub-path"
+            self.add("auth-enforced", False, detail + ": no API here", [problem])
         else:
-            self.add("auth-enforced", False, detail + ": neither refused nor answered")
+            where = f" to {location}" if location else ""
+            self.add("auth-enforced", False, detail + f"{where}: neither refused nor answered")
 
     def foreign_origin(self) -> None:
         resp = self.request("GET", "api", headers={"Origin": FOREIGN_ORIGIN})
@@ -580,7 +606,7 @@ class _Probe:
         detail = f"POST {self.shown('api/kernels')} -> {resp.status_code}"
         if not kernel_id:
             message = _json_message(resp)
-            problem = status_problem(resp.status_code, message)
+            problem = status_problem(resp.status_code, message, self.path == "/")
             if problem == "server-error":
                 problem = "kernel-start"
             detail += f"; no kernel id ({message})" if message else "; no kernel id"
@@ -695,6 +721,30 @@ def _reason(exc: BaseException) -> str:
         if marker in text:
             return f"{type(exc).__name__}: {marker}"
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _speaks_tls(netloc: str, timeout: float) -> bool:
+    import ssl
+
+    parts = urlsplit(f"//{netloc}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 80), timeout
+        ) as raw:
+            context.wrap_socket(raw).close()
+    except OSError:
+        return False
+    return True
+
+
+def _json_body(resp: Any) -> Any:
+    """The answer's JSON, or None when it is not JSON (an HTML page, a proxy's answer)."""
+    try:
+        return resp.json()
+    except ValueError:
+        return None
 
 
 def _json_message(resp: Any) -> str:

@@ -61,8 +61,8 @@ def alive(pid):
 # Everything `up` and `doctor` need to know, in one round trip.
 INSPECT_PY = (
     r"""
-import json, os, re, shutil, socket, subprocess, sys, time
-run_dir, want_port = sys.argv[1], int(sys.argv[2])
+import glob, json, os, re, shutil, socket, subprocess, sys, time
+run_dir, want_port, jupyter, watch = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 
 def versions(names):
     # What importlib.metadata would answer (the first distribution on sys.path wins), read from
@@ -136,30 +136,90 @@ def gpus():
     except Exception:
         return []
 
-def hazards():
-    # A user config that empties the token beats JUPYTER_TOKEN and serves without auth.
-    import glob, re
-    cfg = os.environ.get("JUPYTER_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".jupyter")
-    empty = re.compile(r"^\s*c\.(ServerApp|NotebookApp|IdentityProvider)\.token\s*=\s*[uU]?(''|\"\")\s*(#.*)?$")
+def config_dirs():
+    # Where this Jupyter reads config: what `jupyter --paths --json` lists (JUPYTER_CONFIG_DIR or
+    # ~/.jupyter, JUPYTER_CONFIG_PATH, the environment's etc/jupyter, the system directories).
+    # jupyter_core answers in this interpreter, the one that runs `jupyter`, for 0.02 s; the
+    # command itself (0.05 s more) only when it cannot.
+    try:
+        from jupyter_core.paths import jupyter_config_path
+        return jupyter_config_path(), None
+    except Exception:
+        pass
+    try:
+        done = subprocess.run([jupyter, "--paths", "--json"], capture_output=True, timeout=30)
+        if done.returncode:
+            raise OSError("exit %d" % done.returncode)
+        return json.loads(done.stdout)["config"], None
+    except Exception as exc:
+        own = os.environ.get("JUPYTER_CONFIG_DIR") or os.path.expanduser("~/.jupyter")
+        return [own], "`jupyter --paths --json` failed (%s): only %s was scanned" % (exc, own)
+
+def config_files(directory):
+    py = sorted(glob.glob(os.path.join(directory, "jupyter_*config.py")))
+    js = sorted(glob.glob(os.path.join(directory, "jupyter_*config.json")))
+    js += sorted(glob.glob(os.path.join(directory, "jupyter_*config.d", "*.json")))
+    return py, js
+
+def setting(path, line, section, trait, text, literal, value):
+    if trait == "token" and not (literal and value == ""):
+        return None  # only an emptied token matters, and no token value leaves the host
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        literal, value = False, None
+    return {"file": path, "line": line, "section": section, "trait": trait,
+            "text": text, "literal": literal, "value": value}
+
+def py_settings(path, assign):
+    import ast
     found = []
-    for path in sorted(glob.glob(os.path.join(cfg, "jupyter_*config.py"))):
-        try:
-            with open(path, errors="replace") as fh:
-                for number, line in enumerate(fh, 1):
-                    if empty.match(line):
-                        found.append({"file": path, "line": number, "text": line.strip()})
-        except OSError:
-            continue
-    for path in sorted(glob.glob(os.path.join(cfg, "jupyter_*config.json"))):
-        try:
-            with open(path) as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            continue
-        for section in ("ServerApp", "NotebookApp", "IdentityProvider"):
-            if isinstance(data, dict) and isinstance(data.get(section), dict) and data[section].get("token") == "":
-                found.append({"file": path, "line": None, "text": '"%s": {"token": ""}' % section})
+    with open(path, errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            match = assign.match(line)
+            if not match:
+                continue
+            text = match.group(3).strip()
+            try:
+                literal, value = True, ast.literal_eval(ast.parse(text, mode="eval").body)
+            except (SyntaxError, ValueError, TypeError):
+                literal, value = False, None
+            found.append(setting(path, number, match.group(1), match.group(2), text, literal, value))
     return found
+
+def json_settings(path, sections, traits):
+    with open(path, errors="replace") as fh:
+        text = fh.read()
+    data = json.loads(text)
+    lines = text.splitlines()
+    found = []
+    for section in sections:
+        block = data.get(section) if isinstance(data, dict) else None
+        if not isinstance(block, dict):
+            continue
+        # The line: the first naming the trait at or after the first naming its section.
+        top = next((i for i, l in enumerate(lines) if '"%s"' % section in l), len(lines))
+        for trait in traits:
+            if trait in block:
+                line = next((i + 1 for i in range(top, len(lines)) if '"%s"' % trait in lines[i]), None)
+                value = block[trait]
+                found.append(setting(path, line, section, trait, json.dumps(value), True, value))
+    return found
+
+def config_settings(watch):
+    sections, traits = watch["sections"], watch["traits"]
+    assign = re.compile(r"^\s*c\.(%s)\.(%s)\s*=(?!=)(.*)$" % ("|".join(sections), "|".join(traits)))
+    dirs, problem = config_dirs()
+    found = []
+    for directory in dict.fromkeys(dirs):
+        py, js = config_files(directory)
+        for path in py + js:
+            try:
+                if path.endswith(".py"):
+                    found += py_settings(path, assign)
+                else:
+                    found += json_settings(path, sections, traits)
+            except (OSError, ValueError):
+                continue
+    return {"dirs": dirs, "problem": problem, "settings": [f for f in found if f]}
 
 names = ("notebook", "jupyterlab", "jupyter_server", "ipykernel", "jupyter_core")
 info = {
@@ -176,7 +236,7 @@ info = {
     "want_port_free": port_free(want_port) if want_port else None,
     "existing": existing(),
     "gpus": gpus(),
-    "hazards": hazards(),
+    "config": config_settings(watch),
 }
 print("\n__COLABTUNNEL_RESULT__ " + json.dumps(info))
 """
@@ -185,7 +245,7 @@ print("\n__COLABTUNNEL_RESULT__ " + json.dumps(info))
 INSPECT = (
     PREAMBLE
     + r"""
-"$PY" - "$RUN_DIR" {want_port} <<'CT_PY_EOF'
+"$PY" - "$RUN_DIR" {want_port} "$JPATH" {watch} <<'CT_PY_EOF'
 """
     + INSPECT_PY
     + r"""
@@ -193,26 +253,82 @@ CT_PY_EOF
 """
 )
 
-# Wait for the server to answer, then prove auth is enforced, all on the host, in one round trip.
+# Wait for the server to answer, then prove it serves Colab's way (plain HTTP, API at the root,
+# auth enforced), all on the host, in one round trip. Each way it can fail is a stage of its own:
+# only a JSON answer from an API that needs auth means "answered without a token".
 WAIT_PY = (
     r"""
-import json, os, sys, time, urllib.error, urllib.request
+import http.client, json, os, socket, sys, time
 pid, port, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 token = os.environ["JUPYTER_TOKEN"]
-base = "http://127.0.0.1:%d" % port
 
 """
     + ALIVE_PY
     + r"""
-def status(path, auth):
-    headers = {"Authorization": "token " + token} if auth else {}
-    req = urllib.request.Request(base + path, headers=headers)
+def get(path, auth=False):
+    # (status, content type, Location, body); redirects are not followed.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        return urllib.request.urlopen(req, timeout=5).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+        conn.request("GET", path, headers={"Authorization": "token " + token} if auth else {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.getheader("Location") or "", resp.read(65536)
+    finally:
+        conn.close()
+
+def api_json(answer):
+    status, kind, _, body = answer
+    if not (200 <= status < 300 and "json" in kind):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+def ours():
+    # Does our Jupyter hold the listening socket? An answer from whatever else took the port
+    # (Jupyter then exits: port_retries=0) says nothing about our server. None: cannot tell.
+    try:
+        sockets = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as fh:
+                for row in fh.readlines()[1:]:
+                    fields = row.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        sockets.add("socket:[%s]" % fields[9])
+        fds = "/proc/%d/fd" % pid
+        return any(os.readlink(os.path.join(fds, fd)) in sockets for fd in os.listdir(fds))
+    except OSError:
+        return None
+
+def speaks_tls():
+    # Jupyter with a certfile drops a plain HTTP request unanswered (its log: "SSL Error ... http
+    # request"); a TLS handshake tells that apart from a server still starting.
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            context.wrap_socket(raw).close()
+        return True
+    except OSError:
+        return False
+
+def served_base_url():
+    # Where Jupyter says it serves: its runtime file (jpserver-PID.json; nbserver-PID.json on
+    # Notebook 6). Only base_url is read from it.
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+        for name in ("jpserver-%d.json" % pid, "nbserver-%d.json" % pid):
+            path = os.path.join(jupyter_runtime_dir(), name)
+            if os.path.exists(path):
+                with open(path) as fh:
+                    return json.load(fh).get("base_url")
+    except Exception:
+        pass
+    return None
 
 def result(**kw):
+    kw["after_s"] = round(time.monotonic() - start, 2)
     print("\n__COLABTUNNEL_RESULT__ " + json.dumps(kw))
     sys.exit(0)
 
@@ -221,19 +337,35 @@ while True:
     if not alive(pid):
         result(ok=False, stage="exited")
     try:
-        status("/api", False)
-        break
-    except (urllib.error.URLError, OSError):
+        api = get("/api")
+        if ours() is not False:
+            break
+    except ConnectionRefusedError:
+        pass
+    except (http.client.HTTPException, ConnectionError):
+        if ours() is not False and speaks_tls():  # accepted, then closed without an answer
+            result(ok=False, stage="https")
+    except OSError:
         pass
     if time.monotonic() - start > timeout:
         result(ok=False, stage="timeout")
     time.sleep(0.02)  # fixed and short (a refused connect costs ~1 ms): a back-off delays the URL
 ready_s = time.monotonic() - start
-authed, anonymous = status("/api/kernelspecs", True), status("/api/kernelspecs", False)
-if anonymous not in (401, 403):
-    result(ok=False, stage="auth-disabled", anonymous=anonymous, ready_s=ready_s)
-if authed != 200:
-    result(ok=False, stage="token-rejected", authed=authed, ready_s=ready_s)
+info = api_json(api)
+if not (isinstance(info, dict) and info.get("version")):
+    status, kind, location, _ = api
+    if status == 404 or 300 <= status < 400:
+        result(ok=False, stage="not-root", status=status, location=location, base_url=served_base_url())
+    result(ok=False, stage="not-jupyter", status=status, content_type=kind)
+anonymous, authed = get("/api/kernelspecs"), get("/api/kernelspecs", auth=True)
+if api_json(anonymous) is not None:
+    result(ok=False, stage="auth-disabled", status=anonymous[0])
+if anonymous[0] not in (401, 403):
+    result(ok=False, stage="auth-unclear", status=anonymous[0], content_type=anonymous[1])
+if authed[0] in (401, 403):
+    result(ok=False, stage="token-rejected", status=authed[0])
+if api_json(authed) is None:
+    result(ok=False, stage="not-jupyter", status=authed[0], content_type=authed[1])
 result(ok=True, ready_s=ready_s)
 """
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from colabtunnel import forwarder, jupyter, redact, state
+from colabtunnel import forwarder, hostconfig, jupyter, redact, state
 from colabtunnel.connection import Connection
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
@@ -178,10 +178,12 @@ class Tunnel:
                 "the previous Jupyter for this profile was gone or not answering: "
                 "starting a new one; the URL (token) changes and its kernels are lost"
             )
-        hazard = jupyter.hazard_error(info, f"on {self.host.name}")
-        if hazard is not None:
-            raise hazard
         flavour = choose(profile.app, info.versions, jupyter.install_hint(profile))
+        refused = hostconfig.token_error(info.config, flavour, f"on {self.host.name}")
+        if refused is not None:
+            raise refused
+        for note in jupyter.config_notes(info, flavour):
+            self.reporter.note(note)
         _require_kernel(info, profile)
         port = self._remote_port(info, want)
         token = redact.new_token()

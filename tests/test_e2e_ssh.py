@@ -259,11 +259,12 @@ def test_host_config_that_disables_the_token_is_refused(env: Env) -> None:
         assert f"{config}, line 2" in done.stderr and "disables authentication" in done.stderr
         assert "http://localhost" not in done.stdout
         assert not remote_jupyters(env)
-        # the same hazard placed where the pre-start scan does not look is still caught after start
+        # the same hazard written so the pre-start scan cannot read its value (it reads every
+        # directory `jupyter --paths` lists, JUPYTER_CONFIG_PATH too) is still caught after start
         config.unlink()
         (env.sshd.remote_home / "extra-config").mkdir(exist_ok=True)
         (env.sshd.remote_home / "extra-config" / "jupyter_server_config.py").write_text(
-            "c.IdentityProvider.token = ''\n"
+            "import os\nc.IdentityProvider.token = os.environ.get('NO_SUCH_VARIABLE', '')\n"
         )
         env.write_profile(
             "hazard2",

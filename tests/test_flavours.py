@@ -7,7 +7,14 @@ import json
 import pytest
 
 from colabtunnel.errors import ColabtunnelError, ConfigError
-from colabtunnel.flavours import COLAB_ORIGIN, FLAVOURS, by_key, choose, parse_version, server_args
+from colabtunnel.flavours import (
+    COLAB_ORIGIN,
+    FLAVOURS,
+    by_key,
+    choose,
+    parse_version,
+    server_args,
+)
 
 PREFIXES = ("NotebookApp", "ServerApp", "LabApp", "ServerProxy", "ExtensionApp")
 
@@ -175,6 +182,45 @@ def test_allow_root_only_when_asked(flavour_key: str) -> None:
 def test_args_carry_no_token(flavour_key: str) -> None:
     joined = " ".join(server_args(by_key(flavour_key), 8888, allow_root=True)).lower()
     assert "token" not in joined
+
+
+def test_colab_breaking_settings_are_overridden(flavour_key: str) -> None:
+    """A host config's base_url, certfile/keyfile or allow_remote_access loses to these flags."""
+    flavour = by_key(flavour_key)
+    s = _settings(server_args(flavour, 9123, allow_root=False))
+    p = flavour.prefix
+    assert s[f"{p}.base_url"] == "/"
+    assert s[f"{p}.certfile"] == s[f"{p}.keyfile"] == ""
+    assert s[f"{p}.allow_remote_access"] == "False"
+
+
+@pytest.mark.parametrize("key", ["notebook7", "lab"])
+def test_shimmed_settings_get_a_notebookapp_flag_too(key: str) -> None:
+    """notebook_shim moves a config file's NotebookApp settings onto ServerApp after the command
+    line: only a NotebookApp flag beats them, and only the ones a config set get one."""
+    args = server_args(by_key(key), 9123, allow_root=False, shimmed={"base_url", "keyfile"})
+    notebookapp = sorted(a for a in args if a.startswith("--NotebookApp."))
+    assert notebookapp == ["--NotebookApp.base_url=/", "--NotebookApp.keyfile="]
+
+
+@pytest.mark.parametrize("key", ["notebook6", "server"])
+def test_no_shim_no_extra_prefix(key: str) -> None:
+    flavour = by_key(key)
+    args = server_args(flavour, 9123, allow_root=False, shimmed={"base_url"})
+    assert args == server_args(flavour, 9123, allow_root=False)
+
+
+def test_jupyter_args_come_last_and_are_never_doubled(flavour_key: str) -> None:
+    """Jupyter exits on a flag given twice ("base_url only accepts one value, got 2"): a setting
+    the profile's jupyter_args set themselves is theirs."""
+    flavour = by_key(flavour_key)
+    p = flavour.prefix
+    extra = [f"--{p}.base_url=/x/", f"--{p}.certfile", "/c.pem", "--debug"]
+    args = server_args(flavour, 9123, allow_root=True, extra=extra)
+    assert args[-len(extra) :] == extra
+    names = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    assert len(names) == len(set(names)), names
+    assert f"--{p}.keyfile=" in args  # the ones jupyter_args leave alone stay
 
 
 # --- parse_version ----------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from colabtunnel import jupyter, state
+from colabtunnel import hostconfig, jupyter, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import choose
+from colabtunnel.flavours import Flavour, choose
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile, get_profile
 from colabtunnel.tunnel import local_jupyter
@@ -143,6 +143,7 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
     _step(add, "host", inspect)
     assert info is not None
     versions = ", ".join(f"{k} {v}" for k, v in sorted(info.versions.items()) if v)
+    flavour: Flavour | None = None
     try:
         flavour = choose(profile.app, info.versions, jupyter.install_hint(profile))
         add(Finding("jupyter", PASS, f"{flavour.label} (--{flavour.prefix}.* flags); {versions}"))
@@ -154,12 +155,8 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
         if kernel
         else Finding("ipykernel", FAIL, "ipykernel is not installed", "pip install ipykernel")
     )
-    hazard = jupyter.hazard_error(info, f"on {host.name}")
-    add(
-        Finding("config", FAIL, hazard.message, hazard.hint)
-        if hazard
-        else Finding("config", PASS, "no Jupyter config disables the token")
-    )
+    for finding in _config_findings(info, flavour, host.name):
+        add(finding)
     add(_gpu_finding(info.gpus))
     add(_port_finding(profile, info))
     if info.existing and info.existing.alive:
@@ -172,6 +169,20 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
                 None if info.existing.answering else f"colabtunnel down {profile.name}",
             )
         )
+
+
+def _config_findings(info: jupyter.HostInfo, flavour: Flavour | None, where: str) -> list[Finding]:
+    """The host's Jupyter config: refused (an emptied token), overridden (a warning each, in the
+    words `up` prints), or nothing to say."""
+    found = []
+    refused = hostconfig.token_error(info.config, flavour, f"on {where}")
+    if refused is not None:
+        found.append(Finding("config", FAIL, refused.message, refused.hint))
+    found += [Finding("config", WARN, note) for note in jupyter.config_notes(info, flavour)]
+    if not found:
+        dirs = ", ".join(info.config_dirs)
+        found.append(Finding("config", PASS, f"nothing in {dirs} that colabtunnel must override"))
+    return found
 
 
 def _gpu_finding(gpus: list[str] | None) -> Finding:
