@@ -25,8 +25,9 @@ log = logging.getLogger("colabtunnel")
 INSPECT_TIMEOUT = 60.0
 STOP_GRACE_S = 10
 LOCAL_INSTALL_HINT = (
-    "install a Colab runtime beside colabtunnel: pip install 'colabtunnel[local]' "
-    "(that is: notebook>=7 and ipykernel)"
+    "install a Colab runtime beside colabtunnel: pip install 'colabtunnel-ssh[local]' "
+    "(from a clone: pip install '.[local]'; with pipx: pipx inject colabtunnel-ssh notebook "
+    "ipykernel)"
 )
 
 
