@@ -15,6 +15,7 @@ from typing import Any
 from colabtunnel import flavours, remote_scripts
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import Flavour
+from colabtunnel.gpus import GpuReport
 from colabtunnel.hosts import Host
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
@@ -44,6 +45,7 @@ class Existing:
 @dataclass(frozen=True)
 class HostInfo:
     python: str
+    python_path: str
     versions: dict[str, str | None]
     uid: int
     user: str | None
@@ -51,7 +53,7 @@ class HostInfo:
     free_port: int
     want_port_free: bool | None
     existing: Existing | None
-    gpus: list[str] | None
+    gpus: GpuReport
     hazards: list[dict[str, Any]]
 
 
@@ -144,6 +146,7 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
         register(existing["token"])
     return HostInfo(
         python=data["python"],
+        python_path=data.get("python_path") or "python3",
         versions=data["versions"],
         uid=data["uid"],
         user=data.get("user"),
@@ -151,7 +154,7 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
         free_port=data["free_port"],
         want_port_free=data.get("want_port_free"),
         existing=Existing(**existing) if existing else None,
-        gpus=data.get("gpus"),
+        gpus=GpuReport.from_json(data.get("gpus")),
         hazards=data.get("hazards") or [],
     )
 
