@@ -1,4 +1,4 @@
-"""Install the system packages the test suite needs (OpenSSH, Chromium), when they are missing.
+"""Install the system packages the test suite needs (OpenSSH, Chromium, tmux ...), when missing.
 
 Run by the README's test command before pytest. As root it uses apt-get; otherwise it says exactly
 what to install and exits 1, so a developer never gets a suite that silently skips SSH or the
@@ -19,6 +19,7 @@ PACKAGES = {
     "chromium": Path("/usr/bin/chromium"),
     "iproute2": Path("/bin/ip"),
     "passwd": Path("/usr/sbin/useradd"),
+    "tmux": Path("/usr/bin/tmux"),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -27,6 +28,7 @@ PURPOSE = {
     "chromium": "headless Chromium plays Colab's page in tests/test_browser.py",
     "iproute2": "network namespaces put ProxyJump targets out of direct reach (tests/auth_servers.py)",
     "passwd": "a password-only sshd logs in a user the tests create (tests/auth_servers.py)",
+    "tmux": "a real terminal types into the interactive commands (tests/test_terminal.py)",
 }
 
 
