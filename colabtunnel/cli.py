@@ -457,7 +457,7 @@ def profiles_import(
     elif aliases:
         chosen = _run(lambda: cmd.chosen_aliases(aliases, found))
     else:
-        chosen = _run(lambda: cmd.pick_aliases(found, _ask_line, _say))
+        chosen = _run(lambda: cmd.pick_aliases(found, _ask_line, _say, sys.stdin.isatty()))
     result = _run(lambda: cmd.import_aliases(chosen))
     for alias, why in result.skipped:
         print(f"skipped {alias}: {why}", file=sys.stderr)

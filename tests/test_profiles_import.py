@@ -3,8 +3,6 @@ as minimal profiles; `profiles add` without --host off a terminal names the flag
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from colabtunnel import paths, ssh_aliases
 from colabtunnel.commands.profiles import parse_choice
 from colabtunnel.profiles import load_profiles
+from tests.test_profiles_command import _cli
 
 SSH_CONFIG = """\
 # my hosts
@@ -27,17 +26,7 @@ Include config.d/*
 Include ~/.ssh/more_config
 Host "gpu-box"
 """
-EXISTING = "# hand-written: keep me\n[profiles.lab-ws]  # mine\nhost = \"lab.example.org\"\n"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "colabtunnel", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+EXISTING = '# hand-written: keep me\n[profiles.lab-ws]  # mine\nhost = "lab.example.org"\n'
 
 
 @pytest.fixture
@@ -106,7 +95,10 @@ def test_import_an_unknown_alias_names_the_known_ones(ssh_config: Path) -> None:
 def test_import_without_names_off_a_terminal_says_how(ssh_config: Path) -> None:
     done = _cli("profiles", "import")
     assert done.returncode == 2
-    assert "hint: name them: colabtunnel profiles import ALIAS..., or pass --all" in done.stderr
+    assert done.stderr.splitlines() == [
+        "error: `profiles import` with no alias named asks which ones on a terminal, and this is none",
+        "hint: name them: colabtunnel profiles import ALIAS..., or pass --all",
+    ]
 
 
 def test_add_without_host_off_a_terminal_names_the_flags(ssh_config: Path) -> None:

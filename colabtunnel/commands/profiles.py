@@ -18,6 +18,8 @@ from colabtunnel import paths, ssh_aliases
 from colabtunnel.errors import ConfigError
 from colabtunnel.profiles import LOCAL, Profile, get_profile, load_profiles, valid_name
 
+Ask = Callable[[str], str | None]  # a question → the answer, or None when nobody can answer
+
 
 def profiles_path() -> Path:
     return paths.profiles_file()
@@ -127,21 +129,28 @@ def parse_choice(answer: str, aliases: list[str]) -> list[str]:
     return list(dict.fromkeys(picked))
 
 
-def pick_aliases(aliases: list[str], ask: Ask, say: Callable[[str], None]) -> list[str]:
+def pick_aliases(
+    aliases: list[str], ask: Ask, say: Callable[[str], None], on_terminal: bool
+) -> list[str]:
     """Ask which aliases to import, until the answer is understood."""
+    if not on_terminal:
+        raise _no_terminal_to_pick()
     _menu(aliases, say)
     while True:
         answer = ask("import which? (numbers or names, separated by spaces; all): ")
         if answer is None:
-            raise ConfigError(
-                "`profiles import` with no alias named asks which ones on a terminal, "
-                "and this is none",
-                hint="name them: colabtunnel profiles import ALIAS..., or pass --all",
-            )
+            raise _no_terminal_to_pick()
         try:
             return parse_choice(answer, aliases)
         except ValueError as exc:
             say(f"  {exc}")
+
+
+def _no_terminal_to_pick() -> ConfigError:
+    return ConfigError(
+        "`profiles import` with no alias named asks which ones on a terminal, and this is none",
+        hint="name them: colabtunnel profiles import ALIAS..., or pass --all",
+    )
 
 
 def _menu(aliases: list[str], say: Callable[[str], None]) -> None:
@@ -173,8 +182,6 @@ def import_aliases(chosen: list[str]) -> Imported:
 
 
 # -- profiles add NAME, asked on a terminal --------------------------------------------------------
-
-Ask = Callable[[str], str | None]  # a question → the answer, or None when nobody can answer
 
 
 def ask_profile(ask: Ask, say: Callable[[str], None], on_terminal: bool) -> dict[str, Any]:
