@@ -51,7 +51,7 @@ def _fake_tools(bin_dir: Path, working: str = "xclip") -> Path:
                 f'#!/bin/sh\necho "$@" > "{bin_dir}/args"\n{CAT} > "{bin_dir}/clipboard"\n'
             )
         else:
-            fake.write_text("#!/bin/sh\necho \"Error: Can't open display\" >&2\nexit 1\n")
+            fake.write_text('#!/bin/sh\necho "Error: Can\'t open display" >&2\nexit 1\n')
         fake.chmod(0o755)
     return bin_dir
 

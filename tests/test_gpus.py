@@ -170,7 +170,7 @@ def test_a_hanging_nvidia_smi_does_not_delay_up_beyond_its_timeout(
     inspecting = next(t for t, line in timed if line.startswith("· inspecting"))
     starting = next(t for t, line in timed if line.startswith("· starting"))
     # The tool really hung (so the timeout was what ended it), and nothing waited longer.
-    assert GPU_TIMEOUT_S - 0.5 <= starting - inspecting < GPU_TIMEOUT_S + 3, timed
+    assert GPU_TIMEOUT_S - 0.5 <= starting - inspecting < GPU_TIMEOUT_S + 5, timed
     assert any(f"nvidia-smi did not answer within {GPU_TIMEOUT_S:g} s" in line for line in lines)
     assert any(URL_RE.match(line) for line in lines)
     assert smi.hung_pids()
