@@ -104,8 +104,11 @@ def test_a_fresh_clone_installs_by_its_new_name(tmp_path: Path) -> None:
     _clone_files(clone)
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    # pip's cache outside the test's HOME, so later runs reuse the wheels it built or fetched.
-    env = {**os.environ, "PIP_CACHE_DIR": str(CACHE_ROOT / "pip")}
+    # As a user's shell has it: no PYTHONPATH (the tests' points at this checkout, whose package
+    # and egg-info would shadow what was installed). pip's cache outside the test's HOME, so later
+    # runs reuse the wheels it built or fetched.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PIP_CACHE_DIR"] = str(CACHE_ROOT / "pip")
     done = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", str(clone)],
         capture_output=True,
@@ -120,6 +123,7 @@ def test_a_fresh_clone_installs_by_its_new_name(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         cwd=tmp_path,
+        env=env,
     )
     took = time.monotonic() - start
     assert version.returncode == 0, version.stderr

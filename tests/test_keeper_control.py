@@ -93,10 +93,10 @@ os.setgid(65534); os.setuid(65534)
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(5)
 s.connect(sys.argv[1])
-s.sendall(b'{"ask": "gpus"}\\n')
 try:
+    s.sendall(b'{"ask": "gpus"}\\n')
     said = s.recv(4096).decode()
-except ConnectionResetError:  # closed with the question unread
+except (BrokenPipeError, ConnectionResetError):  # closed before or after the question
     said = ""
 print(json.dumps(said))
 """
