@@ -428,6 +428,14 @@ class Bench:
         )
         r.declare("startup.down", "`colabtunnel down`", "s", "lower", ("colabtunnel",), sec)
         r.declare(
+            "startup.complete",
+            "Tab completion of `up` (< 0.15 s)",
+            "s",
+            "lower",
+            ("colabtunnel",),
+            sec,
+        )
+        r.declare(
             "startup.keeper_rss", "keeper RSS once up (idle)", "MB", "lower", ("colabtunnel",), sec
         )
         world = self.world
@@ -457,6 +465,7 @@ class Bench:
             startup.wall(world, "down", "bench-link")
         for _ in range(cfg.cli_repeat):
             r.add("startup.help", "colabtunnel", startup.wall(world, "--help"))
+            r.add("startup.complete", "colabtunnel", startup.complete(world, "up"))
 
     def run(self) -> Results:
         self.declare_transfer_metrics()

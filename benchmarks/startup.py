@@ -221,6 +221,23 @@ def wall(world: World, *args: str, check: bool = True) -> float:
     return took
 
 
+def complete(world: World, *words: str) -> float:
+    """Wall time of one Tab press: `colabtunnel WORDS <Tab>` through the shell completion
+    protocol, which reads the profile names from profiles.toml."""
+    env = {
+        **world.env,
+        "_COLABTUNNEL_COMPLETE": "complete_bash",
+        "COMP_WORDS": " ".join(("colabtunnel", *words, "")),
+        "COMP_CWORD": str(len(words) + 1),
+    }
+    start = time.perf_counter()
+    done = subprocess.run(cli(), capture_output=True, text=True, env=env, timeout=60)
+    took = time.perf_counter() - start
+    if done.returncode != 0 or "bench" not in done.stdout.split():
+        raise RuntimeError(f"completion listed no profile: {done.stdout!r} {done.stderr!r}")
+    return took
+
+
 @dataclass
 class OwnStartup:
     server: float  # launch to /api answering

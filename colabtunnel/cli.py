@@ -23,7 +23,25 @@ app = typer.Typer(
 T = TypeVar("T")
 _debug = False
 
-ProfileArg = Annotated[str, typer.Argument(help="Profile name from profiles.toml, or `local`.")]
+
+def _profile_names(incomplete: str) -> list[str]:
+    """Shell completion: profile names, read straight from profiles.toml (no SSH, no validation)."""
+    from colabtunnel.completion import profile_names
+
+    return profile_names(incomplete)
+
+
+ProfileArg = Annotated[
+    str,
+    typer.Argument(
+        help="Profile name from profiles.toml, or `local`.", autocompletion=_profile_names
+    ),
+]
+CopyOpt = Annotated[bool, typer.Option("--copy", help="Also put the URL on the clipboard.")]
+OpenOpt = Annotated[
+    bool, typer.Option("--open", help="Also open Colab (colab.research.google.com) in the browser.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the URL.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
@@ -89,18 +107,22 @@ def up(
     remote_port: Annotated[int | None, typer.Option(help="Port on the host (1-65535).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for Jupyter.")] = 120.0,
     json_out: JsonOpt = False,
+    copy: CopyOpt = False,
+    open_: OpenOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Start (or re-attach to) Jupyter on the host, forward it, check it, print the URL."""
     from colabtunnel.commands import up as cmd
 
-    progress = output.Progress()
+    progress = output.Progress(quiet=quiet)
+    handoff = _Handoff(copy=copy, open_=open_, quiet=quiet)
     prompter = output.TerminalPrompter()
     request = cmd.UpRequest(profile, accept_new, timeout, local_port, remote_port)
     json_command = "up" if json_out else None
     if foreground:
 
         def ready(record: Any) -> None:
-            _render_up(record, reused=False, json_out=json_out)
+            _render_up(record, reused=False, json_out=json_out, handoff=handoff)
             progress.step(
                 "running in the foreground; Ctrl-C stops the tunnel and the remote Jupyter"
             )
@@ -110,23 +132,52 @@ def up(
         )
         return
     result = _run(lambda: cmd.up(request, progress, prompter), json_command=json_command)
-    _render_up(result.record, reused=result.reused, json_out=json_out)
+    _render_up(result.record, reused=result.reused, json_out=json_out, handoff=handoff)
 
 
-def _render_up(record: Any, *, reused: bool, json_out: bool) -> None:
+def _render_up(record: Any, *, reused: bool, json_out: bool, handoff: _Handoff) -> None:
+    from colabtunnel.gpus import GpuReport
+
+    gpus = GpuReport.from_json(record.gpu_report)
     if json_out:
-        output.emit_json("up", ok=True, reused=reused, tunnel=record.public())
+        output.emit_json("up", ok=True, reused=reused, tunnel=record.public(), gpus=gpus.public())
+        handoff.give(record.url)
         return
-    if reused:
+    if reused and not handoff.quiet:
         print(
             f"{record.profile} is already up (since {output.duration(_age(record))} ago):",
             file=sys.stderr,
         )
-    print(record.url)
+    if not handoff.quiet:
+        for line in gpus.lines(output.where(record.host)):
+            print(f"  {line}", file=sys.stderr, flush=True)
+    print(record.url, flush=True)
+    handoff.give(record.url)
+    if handoff.quiet:
+        return
     for line in output.BROWSER_STEPS:
         print(f"  → {line}", file=sys.stderr)
     if not record.foreground:
         print(f"  stop it with: colabtunnel down {record.profile}", file=sys.stderr)
+
+
+class _Handoff:
+    """--copy / --open / --quiet, for `up` and `url`: what to do with the URL once it is printed."""
+
+    def __init__(self, *, copy: bool, open_: bool, quiet: bool) -> None:
+        self.copy, self.open, self.quiet = copy, open_, quiet
+
+    def give(self, url: str) -> None:
+        from colabtunnel import desktop
+
+        if self.copy:
+            copied = desktop.copy(url)
+            if copied.tool is None or not self.quiet:  # a failure is said even with --quiet
+                print(f"  {copied.message()}", file=sys.stderr)
+        if self.open:
+            said = desktop.open_colab()
+            if not self.quiet:
+                print(f"  {said}", file=sys.stderr)
 
 
 def _age(record: Any) -> float:
@@ -138,7 +189,8 @@ def _age(record: Any) -> float:
 @app.command()
 def down(
     profiles: Annotated[
-        list[str] | None, typer.Argument(help="Profiles to stop; none = all.")
+        list[str] | None,
+        typer.Argument(help="Profiles to stop; none = all.", autocompletion=_profile_names),
     ] = None,
 ) -> None:
     """Stop the tunnel(s) and the remote Jupyter."""
@@ -156,15 +208,22 @@ def down(
 
 @app.command()
 def status(
-    profile: Annotated[str | None, typer.Argument(help="Only this profile.")] = None,
+    profile: Annotated[
+        str | None, typer.Argument(help="Only this profile.", autocompletion=_profile_names)
+    ] = None,
     json_out: JsonOpt = False,
+    no_gpu: Annotated[
+        bool, typer.Option("--no-gpu", help="Do not ask the hosts for their GPUs' use (no SSH).")
+    ] = False,
 ) -> None:
-    """Active tunnels: URL, ports, host, uptime, health."""
+    """Active tunnels: URL, ports, host, uptime, health, and the GPUs' use now."""
     from colabtunnel.commands import status as cmd
 
     records = _run(lambda: cmd.status(profile), json_command="status" if json_out else None)
+    use = {} if no_gpu else cmd.gpu_use(records)
     if json_out:
-        output.emit_json("status", ok=True, tunnels=[r.public() for r in records])
+        tunnels = [{**r.public(), "gpu_use": cmd.gpu_use_json(use.get(r.profile))} for r in records]
+        output.emit_json("status", ok=True, tunnels=tunnels)
         return
     if not records:
         print("no tunnels are up", file=sys.stderr)
@@ -176,14 +235,21 @@ def status(
             f"{r.local_port:>5} {r.remote_port:>6}  {r.host}"
         )
         print(f"{'':<14} {r.url}")
+        if r.profile in use:
+            for line in use[r.profile].lines(output.where(r.host)):
+                print(f"{'':<14} {line}")
 
 
 @app.command()
-def url(profile: ProfileArg) -> None:
-    """Print only the URL."""
+def url(
+    profile: ProfileArg, copy: CopyOpt = False, open_: OpenOpt = False, quiet: QuietOpt = False
+) -> None:
+    """Print only the URL (and, if asked, copy it and open Colab)."""
     from colabtunnel.commands import url as cmd
 
-    print(_run(lambda: cmd.url(profile)))
+    found = _run(lambda: cmd.url(profile))
+    print(found, flush=True)
+    _Handoff(copy=copy, open_=open_, quiet=quiet).give(found)
 
 
 @app.command(short_help="Check and trust a host key (and its jump hosts).")
@@ -338,7 +404,10 @@ def profiles_show(name: ProfileArg, json_out: JsonOpt = False) -> None:
 @profiles_app.command("add")
 def profiles_add(
     name: Annotated[str, typer.Argument(help="New profile name.")],
-    host: Annotated[str, typer.Option(help="Host name, IP, ssh_config alias, or `local`.")],
+    host: Annotated[
+        str | None,
+        typer.Option(help="Host name, IP, ssh_config alias, or `local`; asked when left out."),
+    ] = None,
     user: Annotated[str | None, typer.Option(help="SSH user.")] = None,
     port: Annotated[int | None, typer.Option(help="SSH port.")] = None,
     identity_file: Annotated[str | None, typer.Option(help="Private key file.")] = None,
@@ -348,10 +417,13 @@ def profiles_add(
     workdir: Annotated[str | None, typer.Option(help="Notebook root on the host.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing one.")] = False,
 ) -> None:
-    """Add a profile to profiles.toml (comments in the file are kept)."""
+    """Add a profile to profiles.toml (comments in the file are kept).
+
+    Without --host, on a terminal: asks for the host (offering the Host aliases of ~/.ssh/config)
+    and the activation line, then offers to run `doctor`."""
     from colabtunnel.commands import profiles as cmd
 
-    values = dict(
+    values: dict[str, Any] = dict(
         host=host,
         user=user,
         port=port,
@@ -361,8 +433,54 @@ def profiles_add(
         activate=activate,
         workdir=workdir,
     )
+    asked = host is None
+    if asked:
+        values |= _run(lambda: cmd.ask_profile(_ask_line, _say, sys.stdin.isatty()))
     path = _run(lambda: cmd.add(name, values, replace=replace))
     print(f"added profile {name} to {path}", file=sys.stderr)
+    if asked and _yes(f"run `colabtunnel doctor {name}` now?"):
+        doctor(name, json_out=False)
+
+
+def _ask_line(question: str) -> str | None:
+    """One answer typed on the terminal; None when there is no terminal (or input ends)."""
+    return output.TerminalPrompter().ask(question, True)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _yes(question: str) -> bool:
+    answer = _ask_line(f"{question} [Y/n] ")
+    return answer is not None and answer.strip().lower() in ("", "y", "yes")
+
+
+@profiles_app.command("import")
+def profiles_import(
+    aliases: Annotated[
+        list[str] | None,
+        typer.Argument(help="Host aliases of ~/.ssh/config to import; none = choose from a list."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Import every alias.")] = False,
+) -> None:
+    """One minimal profile (host = ALIAS) per concrete Host alias of ~/.ssh/config."""
+    from colabtunnel.commands import profiles as cmd
+
+    found = _run(cmd.ssh_aliases_or_fail)
+    if all_:
+        chosen = found
+    elif aliases:
+        chosen = _run(lambda: cmd.chosen_aliases(aliases, found))
+    else:
+        chosen = _run(lambda: cmd.pick_aliases(found, _ask_line, _say, sys.stdin.isatty()))
+    result = _run(lambda: cmd.import_aliases(chosen))
+    for alias, why in result.skipped:
+        print(f"skipped {alias}: {why}", file=sys.stderr)
+    for alias in result.added:
+        print(f"added profile {alias} (host = {alias}) to {result.path}", file=sys.stderr)
+    if not result.added:
+        print("no profile was added", file=sys.stderr)
 
 
 @profiles_app.command("remove")

@@ -15,6 +15,7 @@ from typing import Any
 from colabtunnel import diagnoses, flavours, hostconfig, remote_scripts
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import Flavour
+from colabtunnel.gpus import GpuReport
 from colabtunnel.hosts import Host
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
@@ -25,8 +26,9 @@ log = logging.getLogger("colabtunnel")
 INSPECT_TIMEOUT = 60.0
 STOP_GRACE_S = 10
 LOCAL_INSTALL_HINT = (
-    "install a Colab runtime beside colabtunnel: pip install 'colabtunnel[local]' "
-    "(that is: notebook>=7 and ipykernel)"
+    "install a Colab runtime beside colabtunnel: pip install 'colabtunnel-ssh[local]' "
+    "(from a clone: pip install '.[local]'; with pipx: pipx inject colabtunnel-ssh notebook "
+    "ipykernel)"
 )
 
 
@@ -43,6 +45,7 @@ class Existing:
 @dataclass(frozen=True)
 class HostInfo:
     python: str
+    python_path: str
     versions: dict[str, str | None]
     uid: int
     user: str | None
@@ -50,7 +53,7 @@ class HostInfo:
     free_port: int
     want_port_free: bool | None
     existing: Existing | None
-    gpus: list[str] | None
+    gpus: GpuReport
     config: list[hostconfig.Setting]  # watched settings in the host's Jupyter config files
     config_dirs: list[str]  # where they were looked for
     config_problem: str | None = None  # why that list may be incomplete
@@ -151,6 +154,7 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
         register(existing["token"])
     return HostInfo(
         python=data["python"],
+        python_path=data.get("python_path") or "python3",
         versions=data["versions"],
         uid=data["uid"],
         user=data.get("user"),
@@ -158,7 +162,7 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
         free_port=data["free_port"],
         want_port_free=data.get("want_port_free"),
         existing=Existing(**existing) if existing else None,
-        gpus=data.get("gpus"),
+        gpus=GpuReport.from_json(data.get("gpus")),
         config=hostconfig.parse(data["config"]["settings"]),
         config_dirs=data["config"]["dirs"],
         config_problem=data["config"]["problem"],

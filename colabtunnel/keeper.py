@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from colabtunnel import keeper_launch, paths, state
+from colabtunnel import keeper_control, keeper_launch, paths, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.logs import setup_file_logging
@@ -246,7 +246,8 @@ def main() -> int:
         )
         return EXIT_RUNTIME
     _detach_stdio()
-    return _serve(tunnel, record)
+    with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
+        return _serve(tunnel, record)
 
 
 def _stderr_to(log_file: Path) -> None:

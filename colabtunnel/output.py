@@ -49,6 +49,11 @@ def error(message: str, hint: str | None) -> None:
         print(f"hint: {hint}", file=sys.stderr)
 
 
+def where(host_label: str) -> str:
+    """A tunnel's host as a sentence names it: "alice@gpu.example.org:22", or "this machine"."""
+    return "this machine" if host_label == "local" else host_label
+
+
 def duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)

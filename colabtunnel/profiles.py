@@ -131,6 +131,11 @@ def get_profile(name: str, path: Path | None = None) -> Profile:
     )
 
 
+def valid_name(name: str) -> bool:
+    """Profile names are used in file names: letters, digits, '.', '_', '-', not first."""
+    return _NAME_RE.fullmatch(name) is not None
+
+
 def with_overrides(profile: Profile, **changes: object) -> Profile:
     """`profile` with the given fields replaced, skipping those whose value is None (not given).
 

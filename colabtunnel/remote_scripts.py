@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shlex
 
+from colabtunnel import gpus
+
 MARKER = "__COLABTUNNEL_RESULT__"
 
 # Sets RUN_DIR, fails with a JSON reason. {activate} and {workdir} are pre-quoted by the caller.
@@ -127,15 +129,10 @@ def existing():
     return {"pid": int(pid), "port": int(port), "alive": True, "answering": answering,
             "token": token, "flavour": read("flavour")}
 
-def gpus():
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-        return [line for line in out.stdout.splitlines() if line.strip()]
-    except Exception:
-        return []
-
+"""
+    # gpus(): the GPU tools start here, before the rest of the inspection runs beside them.
+    + gpus.host_code()
+    + r"""
 def config_dirs():
     # Where this Jupyter reads config: what `jupyter --paths --json` lists (JUPYTER_CONFIG_DIR or
     # ~/.jupyter, JUPYTER_CONFIG_PATH, the environment's etc/jupyter, the system directories).

@@ -139,7 +139,7 @@ _GLOB = {"*": ".*", "?": "."}
 # --- reading lines ----------------------------------------------------------------------------
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:  # missing, a directory, unreadable: ssh ignores it too
@@ -197,16 +197,6 @@ def split_args(text: str, path: Path, number: int) -> tuple[str, ...]:
     if word is not None:
         args.append("".join(word))
     return tuple(args)
-
-
-def concrete_aliases(path: Path | None = None) -> list[str]:
-    """The `Host` names of a config that name one host (no wildcard, no negation), in file order."""
-    found: list[str] = []
-    for number, raw in enumerate(_read_lines(path or user_config()), 1):
-        option = split_line(raw, path or user_config(), number)
-        if option is not None and option.key == "host":
-            found += [a for a in option.args if not any(c in a for c in "*?!")]
-    return list(dict.fromkeys(found))
 
 
 # --- evaluating, in reading order, for one host ----------------------------------------------
@@ -272,7 +262,7 @@ def _read_file(path: Path, evaluation: Evaluation, *, user: bool, depth: int, ac
     """Apply `path`'s lines. `active`: whether lines before the first Host/Match apply (False when
     the Include that reads this file sits in a block that does not apply: nothing in it can)."""
     outer = active
-    for number, raw in enumerate(_read_lines(path), 1):
+    for number, raw in enumerate(read_lines(path), 1):
         option = split_line(raw, path, number)
         if option is None:
             continue
@@ -287,13 +277,13 @@ def _read_file(path: Path, evaluation: Evaluation, *, user: bool, depth: int, ac
                     hint="an Include probably includes itself; fix the Include lines",
                 )
             if active:
-                for included in _include_targets(option.args, user):
+                for included in include_targets(option.args, user):
                     _read_file(included, evaluation, user=user, depth=depth + 1, active=True)
         elif active:
             evaluation.apply(option)
 
 
-def _include_targets(args: tuple[str, ...], user: bool) -> Iterator[Path]:
+def include_targets(args: tuple[str, ...], user: bool) -> Iterator[Path]:
     base = user_home() / ".ssh" if user else system_config().parent
     for arg in args:
         pattern = expand_tilde(arg)

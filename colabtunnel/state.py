@@ -43,6 +43,7 @@ class Record:
     retry_at: float = 0.0  # when the next attempt is due (epoch seconds)
     foreground: bool = False
     schema_version: int = SCHEMA_VERSION
+    gpu_report: dict[str, Any] = field(default_factory=dict)  # the host's GPUs at `up` (gpus.py)
 
     def set_health(self, health: str, attempt: int = 0, retry_at: float = 0.0) -> None:
         """Record the keeper's view of the tunnel and write it for `status`."""
@@ -63,6 +64,7 @@ class Record:
         """What status/--json shows. The token appears only inside the URL the user asked for."""
         data = asdict(self)
         data.pop("token")
+        data["gpus"] = data.pop("gpu_report").get("devices", [])
         data["url"] = self.url
         data["uptime_s"] = round(time.time() - self.started_at, 1)
         return data
@@ -130,6 +132,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "retry_at": (int, float),
     "foreground": (bool,),
     "schema_version": (int,),
+    "gpu_report": (dict,),
 }
 
 

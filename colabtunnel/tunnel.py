@@ -84,6 +84,7 @@ class Tunnel:
         self.host: Host | None = None
         self.forwarder: forwarder.Forwarder | None = None
         self.opened: Opened | None = None
+        self.host_info: jupyter.HostInfo | None = None  # the inspection's answer: GPUs, Python
         self._connected = threading.Event()
         self._started_remote = False
         self._target_label = "local"
@@ -168,6 +169,7 @@ class Tunnel:
             want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
         self.reporter.step(f"inspecting {self.host.name}")
         info = jupyter.inspect(self.host, profile, want_port=want)
+        self.host_info = info
         reusable = jupyter.reusable(info)
         if reusable is not None:
             self.reporter.step(f"re-attaching to the running Jupyter (port {reusable.port})")
@@ -329,6 +331,7 @@ class Tunnel:
             token=self.opened.token,
             flavour=self.opened.flavour,
             foreground=foreground,
+            gpu_report=self.host_info.gpus.to_json() if self.host_info else {},
         )
 
 

@@ -1,4 +1,4 @@
-"""Install the system packages the test suite needs (OpenSSH, Chromium), when they are missing.
+"""Install the system packages the test suite needs (OpenSSH, Chromium, tmux ...), when missing.
 
 Run by the README's test command before pytest. As root it uses apt-get; otherwise it says exactly
 what to install and exits 1, so a developer never gets a suite that silently skips SSH or the
@@ -23,6 +23,7 @@ PACKAGES = {
     "libnss-wrapper": Path(
         "/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", "libnss_wrapper.so"
     ),
+    "tmux": Path("/usr/bin/tmux"),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -32,6 +33,7 @@ PURPOSE = {
     "iproute2": "network namespaces put ProxyJump targets out of direct reach (tests/auth_servers.py)",
     "passwd": "a password-only sshd logs in a user the tests create (tests/auth_servers.py)",
     "libnss-wrapper": "gives each test its own home in the password database, where ssh reads ~",
+    "tmux": "a real terminal types into the interactive commands (tests/test_terminal.py)",
 }
 
 

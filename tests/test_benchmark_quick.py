@@ -37,6 +37,7 @@ EXPECTED = {
     "startup.help": None,
     "startup.status": None,
     "startup.down": None,
+    "startup.complete": None,
     "startup.keeper_rss": None,
     **{
         f"startup.{kind}.{step}": None

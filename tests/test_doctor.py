@@ -22,7 +22,8 @@ def test_doctor_all_pass_with_a_gpu_and_then_probes_the_live_tunnel(
     bin_dir = tmp_path / "fake-gpu-bin"
     bin_dir.mkdir()
     fake = bin_dir / "nvidia-smi"
-    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-0000)'\n")
+    # what `nvidia-smi --query-gpu=... --format=csv,noheader,nounits` prints
+    fake.write_text("#!/bin/sh\necho '0, NVIDIA A100-SXM4-40GB, 40960, 4, 0, 550.54.15'\n")
     fake.chmod(0o755)
     env.write_profile(
         "withgpu", host=HOST_ALIAS, activate=f"{ACTIVATE}\nexport PATH={bin_dir}:$PATH"
@@ -42,7 +43,9 @@ def test_doctor_all_pass_with_a_gpu_and_then_probes_the_live_tunnel(
         "remote-port",
     ):
         assert checks[name]["status"] == "pass", checks[name]
-    assert "A100" in checks["gpus"]["detail"]
+    assert checks["gpus"]["detail"] == (
+        "GPU 0  NVIDIA A100-SXM4-40GB  40.0 GiB free of 40 GiB  0 % busy  driver 550.54.15"
+    )
     assert "Notebook 7" in checks["jupyter"]["detail"]
     assert checks["colab-probe"]["status"] == "skip"
     env.run("up", "withgpu", check=True)

@@ -44,6 +44,6 @@ def test_up_local_without_jupyter_says_what_to_install(local_env: Env) -> None:
     local_env.write_profile("bare", host="local", jupyter="jupyter-not-installed-here")
     done = local_env.run("up", "bare")
     assert done.returncode == 1
-    assert "pip install 'colabtunnel[local]'" in done.stderr
+    assert "pip install 'colabtunnel-ssh[local]'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (local_env.ct_home / "state" / "bare.json").exists()

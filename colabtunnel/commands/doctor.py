@@ -14,6 +14,7 @@ from colabtunnel import hostconfig, jupyter, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import Flavour, choose
+from colabtunnel.gpus import GpuReport
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile, get_profile
 from colabtunnel.tunnel import local_jupyter
@@ -157,7 +158,7 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
     )
     for finding in _config_findings(info, flavour, host.name):
         add(finding)
-    add(_gpu_finding(info.gpus))
+    add(_gpu_finding(info.gpus, host.name))
     add(_port_finding(profile, info))
     if info.existing and info.existing.alive:
         state_word = "answering" if info.existing.answering else "NOT answering"
@@ -185,17 +186,15 @@ def _config_findings(info: jupyter.HostInfo, flavour: Flavour | None, where: str
     return found
 
 
-def _gpu_finding(gpus: list[str] | None) -> Finding:
-    if gpus is None:
-        return Finding(
-            "gpus",
-            WARN,
-            "nvidia-smi not found: no NVIDIA GPU visible",
-            "fine for CPU work; otherwise install the NVIDIA driver on the host",
-        )
-    if not gpus:
-        return Finding("gpus", WARN, "nvidia-smi lists no GPU", "check the driver with nvidia-smi")
-    return Finding("gpus", PASS, "; ".join(gpus))
+def _gpu_finding(gpus: GpuReport, where: str) -> Finding:
+    detail = "; ".join(gpus.lines(where))
+    if gpus.devices:
+        return Finding("gpus", PASS, detail)
+    if gpus.tools:
+        return Finding("gpus", WARN, detail, "check the driver: run nvidia-smi (or rocm-smi) there")
+    return Finding(
+        "gpus", WARN, detail, "fine for CPU work; otherwise install the GPU driver on the host"
+    )
 
 
 def _port_finding(profile: Profile, info: jupyter.HostInfo) -> Finding:

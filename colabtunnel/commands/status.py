@@ -1,11 +1,69 @@
-"""`colabtunnel status [PROFILE]`: the live tunnels. Stale records are cleaned on the way."""
+"""`colabtunnel status [PROFILE]`: the live tunnels. Stale records are cleaned on the way.
+
+The GPUs' use now comes from each tunnel's keeper (keeper_control), asked in parallel and each
+bounded by a short timeout, so one stuck host cannot make `status` hang.
+"""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+from typing import Any
+
 from colabtunnel import state
+from colabtunnel.gpus import GpuReport
 
 
 def status(name: str | None = None) -> list[state.Record]:
     names = [name] if name else [record.profile for record in state.all_records()]
     records = (state.live(n) for n in names)
     return [r for r in records if r is not None]
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """One tunnel's GPUs now, or why that is not known."""
+
+    report: GpuReport | None = None
+    problem: str | None = None
+
+    def lines(self, where: str) -> list[str]:
+        if self.report is None:
+            return [f"GPU use unknown: {self.problem}"]
+        return self.report.lines(where)
+
+
+def gpu_use_json(use: GpuUse | None) -> dict[str, Any] | None:
+    """A tunnel's `gpu_use` in `status --json`: null when not asked (--no-gpu)."""
+    if use is None:
+        return None
+    if use.report is None:
+        return {"gpus": None, "problems": [use.problem]}
+    return {"gpus": use.report.public(), "problems": list(use.report.problems)}
+
+
+def gpu_use(records: list[state.Record]) -> dict[str, GpuUse]:
+    """Ask every tunnel's keeper at once; each answers, or says why not, within its timeout."""
+    found: dict[str, GpuUse] = {}
+
+    def ask(profile: str) -> None:
+        found[profile] = _ask_keeper(profile)
+
+    threads = [threading.Thread(target=ask, args=(r.profile,), daemon=True) for r in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return found
+
+
+def _ask_keeper(profile: str) -> GpuUse:
+    from colabtunnel import keeper_control
+
+    try:
+        answer = keeper_control.ask(profile, "gpus")
+    except keeper_control.Unavailable as exc:
+        return GpuUse(problem=str(exc))
+    if not answer.get("ok"):
+        return GpuUse(problem=str(answer.get("reason") or "the keeper could not tell"))
+    return GpuUse(report=GpuReport.from_json(answer.get("gpus")))

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from colabtunnel import keeper, state
+from colabtunnel import keeper, keeper_control, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError, ConfigError
 from colabtunnel.output import confirm
@@ -120,7 +120,8 @@ def up_foreground(
     signal.signal(signal.SIGTERM, ask_to_stop)
     try:
         on_ready(record)
-        tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
+        with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
+            tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
         reporter.step("stopping: closing the tunnel and the remote Jupyter")
     finally:
         tunnel.close(stop_remote=True)
