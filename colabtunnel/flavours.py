@@ -194,9 +194,10 @@ def _given(args: Sequence[str], flag: str) -> bool:
 
 def server_args(
     flavour: Flavour,
-    port: int,
+    port: int | str,
     *,
     allow_root: bool,
+    ip: str = "127.0.0.1",
     shimmed: Collection[str] = (),
     extra: Sequence[str] = (),
 ) -> list[str]:
@@ -205,13 +206,15 @@ def server_args(
     `shimmed`: the overridden settings a host config sets under the flavour's shim class; they
     need a flag of that class too (see Flavour.shim). `extra` (the profile's jupyter_args) come
     last and win: an override they set themselves is left out, as Jupyter exits on a flag given
-    twice ("base_url only accepts one value, got 2").
+    twice ("base_url only accepts one value, got 2"). `port` may be a placeholder the job fills
+    in (a Slurm job picks its port on the node); `ip` is the node's address only when a cluster
+    profile asks for network access.
     """
     p = flavour.prefix
     args = [
         flavour.subcommand,
         "--no-browser",
-        f"--{p}.ip=127.0.0.1",
+        f"--{p}.ip={ip}",
         f"--{p}.port={port}",
         f"--{p}.port_retries=0",
         f"--{p}.allow_origin={COLAB_ORIGIN}",

@@ -64,8 +64,6 @@ def _matches(pattern: str, name: str) -> bool:
 
 
 def load(files: tuple[str, ...] | list[str]) -> KnownHosts:
-    from paramiko.hostkeys import HostKeyEntry
-
     entries: list[tuple[str, paramiko.PKey]] = []
     revoked: set[bytes] = set()
     paths = tuple(Path(f).expanduser() for f in files)
@@ -77,21 +75,37 @@ def load(files: tuple[str, ...] | list[str]) -> KnownHosts:
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)
             continue
-        for lineno, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("@"):
-                _note_marker(line, revoked, path, lineno)
-                continue
-            try:
-                entry = HostKeyEntry.from_line(line, lineno)
-            except Exception as exc:
-                log.debug("%s:%d: skipped (%s)", path, lineno, exc)
-                continue
-            if entry is not None and entry.key is not None:
-                entries.extend((name, entry.key) for name in entry.hostnames)
+        _read(text, path, entries, revoked)
     return KnownHosts(entries=entries, revoked=revoked, files=paths)
+
+
+def parse(text: str, origin: str) -> KnownHosts:
+    """known_hosts lines read elsewhere (a cluster's files, read over the login connection)."""
+    entries: list[tuple[str, paramiko.PKey]] = []
+    revoked: set[bytes] = set()
+    _read(text, Path(origin), entries, revoked)
+    return KnownHosts(entries=entries, revoked=revoked, files=(Path(origin),))
+
+
+def _read(
+    text: str, path: Path, entries: list[tuple[str, paramiko.PKey]], revoked: set[bytes]
+) -> None:
+    from paramiko.hostkeys import HostKeyEntry
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            _note_marker(line, revoked, path, lineno)
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line, lineno)
+        except Exception as exc:
+            log.debug("%s:%d: skipped (%s)", path, lineno, exc)
+            continue
+        if entry is not None and entry.key is not None:
+            entries.extend((name, entry.key) for name in entry.hostnames)
 
 
 def _note_marker(line: str, revoked: set[bytes], path: Path, lineno: int) -> None:

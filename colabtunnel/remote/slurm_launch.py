@@ -1,0 +1,206 @@
+"""Inside a Slurm job, on the compute node: start Jupyter for one colabtunnel session.
+
+Run by the job's batch script as `python slurm_launch.py SESSION_DIR` after the profile's
+`activate`. Everything it needs is in SESSION_DIR (0700, shared with the login node):
+  job.json   what to run: the jupyter command, its arguments (with {port}), the address to bind
+  token      the token (0600); it reaches Jupyter through JUPYTER_TOKEN_FILE, or (classic
+             Notebook, which cannot read a file) this process's child environment: never argv
+It writes there:
+  events     `EPOCH NAME DETAIL` lines: start, jupyter, warn (time limit near), term, exit
+             (finished jobs vanish from squeue, and sacct needs a database many sites lack)
+  conn.json  node, port, pid, flavour: written atomically once Jupyter has bound its port
+  jupyter.log
+
+It picks a free port on the node, and if another process takes it first (Jupyter then says the
+port "is not available"), picks another. It must run on the Pythons clusters have (3.6+):
+standard library only, no newer syntax.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, Optional
+
+PORT_TRIES = 5
+
+
+class Session:
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        with open(os.path.join(directory, "job.json")) as fh:
+            self.job: Dict[str, Any] = json.load(fh)
+        self.jupyter: Optional["subprocess.Popen[bytes]"] = None
+        # Set by the signal handler, acted on by the main loop: a handler that waited for Jupyter
+        # itself would deadlock with Popen.wait() in progress on the same thread.
+        self.stop_signal = 0
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def event(self, name: str, detail: str = "") -> None:
+        with open(self.path("events"), "a") as fh:
+            fh.write("%.3f %s %s\n" % (time.time(), name, detail))
+
+    def write_conn(self, port: int, pid: int) -> None:
+        data = {
+            "node": socket.gethostname(),
+            "port": port,
+            "pid": pid,
+            "flavour": self.job["flavour"],
+        }
+        temp = self.path("conn.json.tmp")
+        with open(temp, "w") as fh:
+            json.dump(data, fh)
+        os.rename(temp, self.path("conn.json"))
+
+
+def free_port(bind: str) -> int:
+    sock = socket.socket()
+    try:
+        sock.bind((bind, 0))
+        return int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def child_environment(session: Session) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("JUPYTER_TOKEN", None)
+    env["JUPYTER_RUNTIME_DIR"] = session.path("runtime")
+    token_file = session.path("token")
+    if session.job.get("classic"):
+        with open(token_file) as fh:
+            env["JUPYTER_TOKEN"] = fh.read()
+    else:
+        env["JUPYTER_TOKEN_FILE"] = token_file
+    return env
+
+
+def server_file(session: Session, pid: int) -> Optional[Dict[str, Any]]:
+    """Jupyter's own runtime file for `pid`: written once it serves (the proof it has bound)."""
+    for prefix in ("jpserver", "nbserver"):
+        name = os.path.join(session.path("runtime"), "%s-%d.json" % (prefix, pid))
+        if os.path.exists(name):
+            try:
+                with open(name) as fh:
+                    data: Dict[str, Any] = json.load(fh)
+                    return data
+            except ValueError:  # being written
+                return None
+    return None
+
+
+def start(session: Session, port: int) -> "subprocess.Popen[bytes]":
+    argv = [session.job["jupyter"]]
+    argv += [arg.replace("{port}", str(port)) for arg in session.job["args"]]
+    with open(session.path("jupyter.log"), "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_environment(session),
+            start_new_session=True,
+        )
+
+
+def log_says_port_taken(session: Session) -> bool:
+    try:
+        with open(session.path("jupyter.log"), "rb") as fh:
+            tail = fh.read()[-4000:].decode("utf-8", "replace")
+    except OSError:
+        return False
+    return "is not available" in tail or "Address already in use" in tail
+
+
+def wait_until_serving(
+    session: Session, process: "subprocess.Popen[bytes]", deadline: float
+) -> Optional[int]:
+    """The port Jupyter serves on, or None if it exited (or the deadline passed)."""
+    while time.time() < deadline and not session.stop_signal:
+        if process.poll() is not None:
+            return None
+        info = server_file(session, process.pid)
+        if info and info.get("port"):
+            return int(info["port"])
+        time.sleep(0.1)
+    return None
+
+
+def stop(process: Optional["subprocess.Popen[bytes]"], grace: float = 10.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except OSError:
+        return
+    end = time.time() + grace
+    while time.time() < end and process.poll() is None:
+        time.sleep(0.1)
+    if process.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def main(directory: str) -> int:
+    session = Session(directory)
+    os.makedirs(session.path("runtime"), mode=0o700, exist_ok=True)
+    session.event("start", socket.gethostname())
+
+    def on_warning(signum: int, frame: Any) -> None:
+        session.event("warn", "the job's time limit is near")
+
+    def on_stop(signum: int, frame: Any) -> None:
+        session.stop_signal = signum
+
+    signal.signal(signal.SIGUSR1, on_warning)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+
+    deadline = time.time() + float(session.job.get("start_timeout", 600))
+    bind = session.job.get("bind", "127.0.0.1")
+    process = None
+    for _ in range(PORT_TRIES):
+        process = session.jupyter = start(session, free_port(bind))
+        port = wait_until_serving(session, process, deadline)
+        if session.stop_signal:
+            return stopped(session)
+        if port is not None:
+            session.write_conn(port, process.pid)
+            session.event("jupyter", "port %d pid %d" % (port, process.pid))
+            break
+        if process.poll() is None:  # no answer in time
+            stop(process)
+            session.event("exit", "jupyter did not start within the start timeout")
+            return 1
+        if not log_says_port_taken(session):
+            session.event("exit", "jupyter exited at start (status %d)" % process.returncode)
+            return 1
+    else:
+        session.event("exit", "no free port after %d tries" % PORT_TRIES)
+        return 1
+    assert process is not None
+    while process.poll() is None and not session.stop_signal:
+        time.sleep(0.2)
+    if session.stop_signal:
+        return stopped(session)
+    session.event("exit", "jupyter exited (status %d)" % process.returncode)
+    return process.returncode
+
+
+def stopped(session: Session) -> int:
+    """Told to stop (scancel, the time limit, preemption): stop Jupyter and its kernels."""
+    session.event("term", "signal %d" % session.stop_signal)
+    stop(session.jupyter)
+    session.event("exit", "stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
