@@ -156,7 +156,7 @@ def _keys(
             )
     finally:
         if agent is not None:
-            agent.close()
+            agent._close()  # AgentSSH (a socket of our own) has only the private close
 
 
 def _with_certificates(
