@@ -93,15 +93,18 @@ class Connection:
         finally:
             channel.close()
 
-    def open_forward(self, port: int, origin: tuple[str, int]) -> paramiko.Channel:
-        """A direct-tcpip channel to 127.0.0.1:`port` on the host."""
+    def open_forward(self, endpoint: tuple[str, int], origin: tuple[str, int]) -> paramiko.Channel:
+        """A direct-tcpip channel to `endpoint` as the host sees it (127.0.0.1:port for a
+        Jupyter on the host itself)."""
         return self.transport.open_channel(
-            "direct-tcpip", ("127.0.0.1", port), origin, timeout=CONNECT_TIMEOUT
+            "direct-tcpip", endpoint, origin, timeout=CONNECT_TIMEOUT
         )
 
-    def open_tuned_forward(self, port: int, origin: tuple[str, int]) -> TunedChannel:
+    def open_tuned_forward(
+        self, endpoint: tuple[str, int], origin: tuple[str, int]
+    ) -> TunedChannel:
         """The same, with a window that grows to the link's bandwidth-delay product."""
-        return TunedChannel(self.open_forward(port, origin), self.link_rtt)
+        return TunedChannel(self.open_forward(endpoint, origin), self.link_rtt)
 
     def link_rtt(self) -> float:
         """The smallest keepalive round trip seen (0 before any): the link's own latency."""

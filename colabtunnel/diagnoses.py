@@ -1,4 +1,4 @@
-"""Why a Jupyter start failed: the host's verdict (remote_scripts.WAIT_PY) turned into the
+"""Why a Jupyter start failed: the host's verdict (remote/wait.py) turned into the
 user's first line and fix.
 
 Each stage the host can report has its own diagnosis; none borrows another's words, and a stage

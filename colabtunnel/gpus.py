@@ -8,7 +8,6 @@ note, never trusted.
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 from collections.abc import Mapping
@@ -25,10 +24,11 @@ REPORT_FLAG = "--gpu-report"
 MIB_PER_GIB = 1024
 
 
-@functools.cache
 def host_code() -> str:
     """The text of remote/gpu_query.py, as sent to the host."""
-    return HOST_CODE_PATH.read_text(encoding="utf-8")
+    from colabtunnel import remote
+
+    return remote.text("gpu_query.py")
 
 
 @dataclass(frozen=True)

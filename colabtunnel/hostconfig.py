@@ -1,7 +1,7 @@
 """Jupyter config files on the host: which settings colabtunnel overrides (and says so), which it
 refuses.
 
-The host's scan (remote_scripts.INSPECT) reports every assignment of a watched setting in the
+The host's scan (remote/inspect.py) reports every assignment of a watched setting in the
 config files of every directory the host's own `jupyter --paths` lists. This module decides, for
 the flavour that will run, which of them Jupyter honours, which ones colabtunnel's flags override
 (a note names file and line), and which one it refuses to start with (a token set to empty).

@@ -24,7 +24,8 @@ from colabtunnel.errors import ColabtunnelError
 
 log = logging.getLogger("colabtunnel")
 
-SCHEMA_VERSION = 1
+# 2: which launcher started the tunnel, and its handle (schema 1 records are direct ones).
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Record:
     foreground: bool = False
     schema_version: int = SCHEMA_VERSION
     gpu_report: dict[str, Any] = field(default_factory=dict)  # the host's GPUs at `up` (gpus.py)
+    launcher: str = "direct"  # launchers/: what started Jupyter, and so what stops it
+    handle: dict[str, Any] = field(default_factory=dict)  # the launcher's own: pid, job, node
 
     def set_health(self, health: str, attempt: int = 0, retry_at: float = 0.0) -> None:
         """Record the keeper's view of the tunnel and write it for `status`."""
@@ -133,6 +136,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "foreground": (bool,),
     "schema_version": (int,),
     "gpu_report": (dict,),
+    "launcher": (str,),
+    "handle": (dict,),
 }
 
 
@@ -141,6 +146,7 @@ def _from_json(data: object) -> Record:
     if not isinstance(data, dict):
         raise TypeError(f"a record must be a JSON object, not {type(data).__name__}")
     values = {k: v for k, v in data.items() if k in _TYPES}
+    values["schema_version"] = SCHEMA_VERSION  # an older record is read as this one's defaults
     for key, value in values.items():
         if not isinstance(value, _TYPES[key]) or (
             isinstance(value, bool) and bool not in _TYPES[key]

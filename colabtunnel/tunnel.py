@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from colabtunnel import forwarder, hostconfig, jupyter, redact, state
+from colabtunnel import forwarder, hostconfig, hosts, inspection, launchers, redact, state
 from colabtunnel.connection import Connection
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import COLAB_ORIGIN, choose
-from colabtunnel.hosts import Host, LocalHost, SSHHost
+from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.profiles import Profile
 from colabtunnel.supervisor import Health, Supervisor
 
@@ -39,6 +39,26 @@ class Reporter(Protocol):
     def note(self, message: str) -> None: ...
 
 
+class _Progress:
+    """What a launcher reports goes to the Reporter; what it starts, a failure cleans up."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+
+    def step(self, message: str) -> None:
+        self.tunnel.reporter.step(message)
+
+    def note(self, message: str) -> None:
+        self.tunnel.reporter.note(message)
+
+    def started(self) -> None:
+        self.tunnel._started_remote = True
+        if self.tunnel.options.probe:
+            from colabtunnel import probe
+
+            probe.preload()  # while Jupyter starts, this process only waits
+
+
 @dataclass(frozen=True)
 class UpOptions:
     accept_new: bool = False
@@ -50,11 +70,25 @@ class UpOptions:
 @dataclass(frozen=True)
 class Opened:
     local_port: int
-    remote_port: int
-    token: str
-    flavour: str
+    server: launchers.Server
     host: str
-    reattached: bool
+    launcher: str
+
+    @property
+    def remote_port(self) -> int:
+        return self.server.port
+
+    @property
+    def token(self) -> str:
+        return self.server.token
+
+    @property
+    def flavour(self) -> str:
+        return self.server.flavour
+
+    @property
+    def reattached(self) -> bool:
+        return self.server.reattached
 
 
 def local_jupyter(profile: Profile) -> Profile:
@@ -84,7 +118,8 @@ class Tunnel:
         self.host: Host | None = None
         self.forwarder: forwarder.Forwarder | None = None
         self.opened: Opened | None = None
-        self.host_info: jupyter.HostInfo | None = None  # the inspection's answer: GPUs, Python
+        self.host_info: inspection.HostInfo | None = None  # the inspection's answer: GPUs, Python
+        self.launcher = launchers.for_profile(profile)
         self._connected = threading.Event()
         self._started_remote = False
         self._target_label = "local"
@@ -102,14 +137,7 @@ class Tunnel:
                 local_port = self.forwarder.port
             else:
                 local_port = server.port
-            self.opened = Opened(
-                local_port,
-                server.port,
-                server.token,
-                server.flavour,
-                self._target_label,
-                server.reattached,
-            )
+            self.opened = Opened(local_port, server, self._target_label, self.launcher.NAME)
             if self.options.probe:
                 self._probe(local_port, server.token)
             return self.opened
@@ -134,82 +162,49 @@ class Tunnel:
         return forwarder.bind_listener(forwarder.pick_local_port(None))
 
     def connect_host(self) -> Host:
-        if self.profile.is_local:
-            return LocalHost()
-        from colabtunnel import sshtarget
+        host = hosts.connect(
+            self.profile, self.reporter, self.creds, accept_new=self.options.accept_new
+        )
+        self._target_label = host.label
+        if isinstance(host, SSHHost):
+            self.connection = host.connection
+            self._connected.set()
+        return host
 
-        target = sshtarget.resolve(self.profile)
-        hops = sshtarget.route(target)
-        self._target_label = target.label
-        via = f" ({sshtarget.describe(hops)})" if len(hops) > 1 or target.proxy_command else ""
-        self.reporter.step(f"connecting to {self._target_label}{via}")
-        if any(hop.strict_host_key_checking == "false" for hop in hops):
-            self.reporter.note(
-                "StrictHostKeyChecking=no (ssh_config) is not honoured: "
-                "colabtunnel always verifies host keys"
-            )
-        return self._login(target, accept_new=self.options.accept_new, hops=hops)
-
-    def _login(
-        self, target: SSHTarget, accept_new: bool, hops: list[SSHTarget] | None = None
-    ) -> Host:
+    def _login(self, target: SSHTarget, accept_new: bool) -> Host:
         from colabtunnel import connection
 
         self.connection = connection.connect(
-            target, self.profile.name, accept_new=accept_new, creds=self.creds, hops=hops
+            target, self.profile.name, accept_new=accept_new, creds=self.creds
         )
         self._connected.set()
         return SSHHost(self.connection, self.profile.host)
 
-    def _ensure_server(self) -> jupyter.RemoteServer:
+    def _ensure_server(self) -> launchers.Server:
+        """Inspect the host, then re-attach to the server an earlier `up` left or start one."""
         assert self.host is not None
         profile = self.profile
         want = profile.remote_port
         if profile.is_local:
             want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
         self.reporter.step(f"inspecting {self.host.name}")
-        info = jupyter.inspect(self.host, profile, want_port=want)
+        info = inspection.inspect(self.host, profile, want_port=want)
         self.host_info = info
-        reusable = jupyter.reusable(info)
-        if reusable is not None:
-            self.reporter.step(f"re-attaching to the running Jupyter (port {reusable.port})")
-            return reusable
-        if info.existing is not None:
-            jupyter.stop(self.host, profile)
-            self.reporter.note(
-                "the previous Jupyter for this profile was gone or not answering: "
-                "starting a new one; the URL (token) changes and its kernels are lost"
-            )
-        flavour = choose(profile.app, info.versions, jupyter.install_hint(profile))
+        progress = _Progress(self)
+        found = self.launcher.find(self.host, profile, info, progress)
+        if found is not None:
+            self.reporter.step(f"re-attaching to the running Jupyter (port {found.port})")
+            return found
+        flavour = choose(profile.app, info.versions, inspection.install_hint(profile))
         refused = hostconfig.token_error(info.config, flavour, f"on {self.host.name}")
         if refused is not None:
             raise refused
-        for note in jupyter.config_notes(info, flavour):
+        for note in inspection.config_notes(info, flavour):
             self.reporter.note(note)
         _require_kernel(info, profile)
-        port = self._remote_port(info, want)
         token = redact.new_token()
-        self.reporter.step(f"starting {flavour.label} on {self.host.name}, port {port}")
-        self._started_remote = True
-        if self.options.probe:
-            from colabtunnel import probe
-
-            probe.preload()  # while Jupyter starts, this process only waits
-        return jupyter.start(self.host, profile, info, flavour, port, token, self.options.timeout)
-
-    def _remote_port(self, info: jupyter.HostInfo, want: int | None) -> int:
-        if want is None or info.want_port_free is not False:
-            return want or info.free_port
-        pinned = self.profile.local_port if self.profile.is_local else self.profile.remote_port
-        if pinned is None:  # an automatic choice was taken meanwhile: take the host's free one
-            return info.free_port
-        where = "this machine" if self.profile.is_local else self.profile.host
-        key = "local_port" if self.profile.is_local else "remote_port"
-        holder = forwarder.port_holder(pinned) if self.profile.is_local else None
-        raise ColabtunnelError(
-            f"port {pinned} is already in use on {where}" + (f" by {holder}" if holder else ""),
-            hint=f'set {key} = "auto" in the profile (or drop --{key.replace("_", "-")}), '
-            "or free the port",
+        return self.launcher.start(
+            self.host, profile, info, flavour, token, want, self.options.timeout, progress
         )
 
     def _open_channel(self, origin: tuple[str, int]) -> object:
@@ -217,7 +212,7 @@ class Tunnel:
         if not self._connected.wait(CONNECTION_WAIT_S) or self.connection is None:
             raise ColabtunnelError(f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)")
         assert self.opened is not None
-        return self.connection.open_tuned_forward(self.opened.remote_port, origin)
+        return self.connection.open_tuned_forward(self.opened.server.endpoint, origin)
 
     def _probe(self, local_port: int, token: str) -> None:
         from colabtunnel import probe
@@ -250,13 +245,17 @@ class Tunnel:
         return self.connection is not None and self.connection.ping(timeout)
 
     def remote_alive(self) -> bool | None:
-        """Whether Jupyter still accepts connections on the host; None when that cannot be told."""
+        """Whether Jupyter is still there; None when that cannot be told (see the launcher)."""
         if self.opened is None:
             return None
-        port = self.opened.remote_port
+        return self.launcher.alive(self, self.opened.server)
+
+    def reaches(self, endpoint: tuple[str, int]) -> bool | None:
+        """Does `endpoint` accept a connection through the tunnel's far end? None: the link is
+        down, so it cannot be told."""
         if self.profile.is_local:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                socket.create_connection(endpoint, timeout=5).close()
             except OSError:
                 return False
             return True
@@ -265,7 +264,7 @@ class Tunnel:
         if self.connection is None:
             return None
         try:
-            self.connection.open_forward(port, ("127.0.0.1", 0)).close()
+            self.connection.open_forward(endpoint, ("127.0.0.1", 0)).close()
         except paramiko.ChannelException:
             return False  # the host refused the connection to Jupyter's port
         except (paramiko.SSHException, EOFError, OSError):
@@ -305,7 +304,8 @@ class Tunnel:
             self.forwarder = None
         if stop_remote and self.host is not None:
             try:
-                stopped = jupyter.stop(self.host, self.profile)
+                handle = self.opened.server.handle if self.opened else None
+                stopped = self.launcher.stop(self.host, self.profile, handle)
             except (ColabtunnelError, OSError, EOFError) as exc:
                 log.warning("could not stop Jupyter on %s: %s", self.host.name, exc)
                 stopped = None
@@ -330,18 +330,20 @@ class Tunnel:
             remote_port=self.opened.remote_port,
             token=self.opened.token,
             flavour=self.opened.flavour,
+            launcher=self.opened.launcher,
+            handle=self.opened.server.handle,
             foreground=foreground,
             gpu_report=self.host_info.gpus.to_json() if self.host_info else {},
         )
 
 
-def _require_kernel(info: jupyter.HostInfo, profile: Profile) -> None:
+def _require_kernel(info: inspection.HostInfo, profile: Profile) -> None:
     if info.versions.get("ipykernel"):
         return
     where = "this machine" if profile.is_local else profile.host
     raise ColabtunnelError(
         f"ipykernel is not installed on {where}: Jupyter would start but no kernel could run",
-        hint=jupyter.LOCAL_INSTALL_HINT
+        hint=inspection.LOCAL_INSTALL_HINT
         if profile.is_local
         else "pip install ipykernel (in the environment `activate` selects)",
     )

@@ -24,6 +24,7 @@ PACKAGES = {
         "/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", "libnss_wrapper.so"
     ),
     "tmux": Path("/usr/bin/tmux"),
+    "shellcheck": Path("/usr/bin/shellcheck"),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -34,6 +35,7 @@ PURPOSE = {
     "passwd": "a password-only sshd logs in a user the tests create (tests/auth_servers.py)",
     "libnss-wrapper": "gives each test its own home in the password database, where ssh reads ~",
     "tmux": "a real terminal types into the interactive commands (tests/test_terminal.py)",
+    "shellcheck": "lints the bash colabtunnel sends to hosts (tests/test_lint.py)",
 }
 
 

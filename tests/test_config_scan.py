@@ -1,12 +1,12 @@
 """The host's Jupyter config scan, what colabtunnel makes of it, and the host's readiness check.
 
-- The scan (remote_scripts.INSPECT) runs for real on this machine through LocalHost: it asks
+- The scan (remote/inspect.py) runs for real on this machine through LocalHost: it asks
   `jupyter --paths --json` where config lives, reads .py and .json files (and *.d/*.json), knows an
   assignment from a comment or a comparison, reads literal values, and never lets a token value
   leave the host.
 - hostconfig decides per flavour which settings Jupyter honours, which are overridden, what the
   note says, and when an emptied token is refused.
-- The readiness check (remote_scripts.WAIT_PY) is run against servers that answer like Jupyter
+- The readiness check (remote/wait.py) is run against servers that answer like Jupyter
   and are not: each way gets its own stage, never "answered without a token" by mistake.
 - The Colab probe names a base_url, a TLS server and a non-JSON answer for what they are.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from colabtunnel import hostconfig, jupyter, remote_scripts
+from colabtunnel import hostconfig, inspection, remote
 from colabtunnel.connection import RunResult
 from colabtunnel.flavours import by_key
 from colabtunnel.hosts import LocalHost
@@ -58,7 +58,7 @@ class RecordingHost(LocalHost):
 def _scan(tmp_path: Path, activate: str, jupyter_cmd: str = JUPYTER) -> tuple[Any, RecordingHost]:
     host = RecordingHost()
     profile = Profile(name="scan", host="local", jupyter=jupyter_cmd, activate=activate)
-    return jupyter.inspect(host, profile), host
+    return inspection.inspect(host, profile), host
 
 
 @pytest.fixture
@@ -281,14 +281,14 @@ def test_emptied_token_refused_where_the_flavour_reads_it(
 def _wait(pid: int, port: int, timeout: float = 20) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-", str(pid), str(port), str(timeout)],
-        input=remote_scripts.WAIT_PY,
+        input=remote.python("wait.py"),
         capture_output=True,
         text=True,
         env={**os.environ, "JUPYTER_TOKEN": "wait-test-token"},
         timeout=timeout + 30,
     )
-    line = next(x for x in done.stdout.splitlines() if x.startswith(remote_scripts.MARKER))
-    return json.loads(line[len(remote_scripts.MARKER) :])
+    line = next(x for x in done.stdout.splitlines() if x.startswith(remote.MARKER))
+    return json.loads(line[len(remote.MARKER) :])
 
 
 API = [200, "application/json", '{"version": "2.14.0"}', ""]

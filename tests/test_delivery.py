@@ -50,7 +50,7 @@ class Tunnel:
         self.channels: list[TunedChannel] = []
 
         def open_channel(origin: tuple[str, int]) -> TunedChannel:
-            channel = self.conn.open_tuned_forward(remote_port, origin)
+            channel = self.conn.open_tuned_forward(("127.0.0.1", remote_port), origin)
             self.channels.append(channel)
             return channel
 

@@ -5,6 +5,7 @@ Part of the suite so `.ci/run` (the README's test command) enforces them on ever
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,13 @@ def test_clean(argv: list[str]) -> None:
         [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_host_shell_scripts_pass_shellcheck() -> None:
+    """The bash colabtunnel sends to hosts (colabtunnel/remote/*.sh), as it is in the files."""
+    scripts = sorted(str(p) for p in (ROOT / "colabtunnel" / "remote").glob("*.sh"))
+    assert scripts
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: run `python -m tests.setup_host`"
+    done = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -230,7 +230,9 @@ def test_half_close_reaches_the_server_over_real_ssh(env: Env) -> None:
     server = ReadToEofServer(answer)
     profile = get_profile(PROFILE)
     conn = connection.connect(sshtarget.resolve(profile), profile.name)
-    fwd = Forwarder(bind_listener(0), lambda peer: conn.open_forward(server.port, peer)).start()
+    fwd = Forwarder(
+        bind_listener(0), lambda peer: conn.open_forward(("127.0.0.1", server.port), peer)
+    ).start()
     try:
         request_body = os.urandom(100_000)
         for _ in range(3):

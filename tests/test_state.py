@@ -119,11 +119,23 @@ def test_failed_write_keeps_old_record_and_leaves_no_temp(monkeypatch: pytest.Mo
     assert state.read("gpu").health == "ok"  # type: ignore[union-attr]
 
 
-def test_file_holds_schema_version() -> None:
-    state.write(_record())
+def test_file_holds_schema_version_launcher_and_handle() -> None:
+    state.write(_record(launcher="direct", handle={"pid": 4242}))
     data = json.loads((paths.state_dir() / "gpu.json").read_text())
-    assert data["schema_version"] == state.SCHEMA_VERSION == 1
+    assert data["schema_version"] == state.SCHEMA_VERSION == 2
     assert data["token"] == TOKEN
+    assert (data["launcher"], data["handle"]) == ("direct", {"pid": 4242})
+
+
+def test_a_schema_1_record_is_read_as_a_direct_one() -> None:
+    """Written by colabtunnel before launchers existed: no launcher, no handle."""
+    old = {k: v for k, v in state.asdict(_record()).items() if k not in ("launcher", "handle")}
+    old["schema_version"] = 1
+    paths.private_dir(paths.state_dir())
+    (paths.state_dir() / "gpu.json").write_text(json.dumps(old))
+    record = state.read("gpu")
+    assert record is not None and record.token == TOKEN
+    assert (record.launcher, record.handle, record.schema_version) == ("direct", {}, 2)
 
 
 def test_public_hides_token_field_but_has_url_and_uptime() -> None:

@@ -10,24 +10,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from colabtunnel import hostconfig, jupyter, state
+from colabtunnel import hostconfig, inspection, launchers, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.findings import FAIL, PASS, SKIP, WARN, Finding
 from colabtunnel.flavours import Flavour, choose
 from colabtunnel.gpus import GpuReport
 from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile, get_profile
 from colabtunnel.tunnel import local_jupyter
-
-PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
-
-
-@dataclass(frozen=True)
-class Finding:
-    name: str
-    status: str
-    detail: str
-    fix: str | None = None
 
 
 @dataclass
@@ -134,11 +125,11 @@ def _ssh_checks(profile: Profile, add: Callable[[Finding], None], prompter: Prom
 
 
 def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -> None:
-    info: jupyter.HostInfo | None = None
+    info: inspection.HostInfo | None = None
 
     def inspect() -> str:
         nonlocal info
-        info = jupyter.inspect(host, profile, want_port=profile.remote_port)
+        info = inspection.inspect(host, profile, want_port=profile.remote_port)
         return f"activate and workdir fine; Python {info.python} runs {profile.jupyter}"
 
     _step(add, "host", inspect)
@@ -146,7 +137,7 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
     versions = ", ".join(f"{k} {v}" for k, v in sorted(info.versions.items()) if v)
     flavour: Flavour | None = None
     try:
-        flavour = choose(profile.app, info.versions, jupyter.install_hint(profile))
+        flavour = choose(profile.app, info.versions, inspection.install_hint(profile))
         add(Finding("jupyter", PASS, f"{flavour.label} (--{flavour.prefix}.* flags); {versions}"))
     except ColabtunnelError as exc:
         add(Finding("jupyter", FAIL, exc.message, exc.hint))
@@ -159,27 +150,20 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
     for finding in _config_findings(info, flavour, host.name):
         add(finding)
     add(_gpu_finding(info.gpus, host.name))
-    add(_port_finding(profile, info))
-    if info.existing and info.existing.alive:
-        state_word = "answering" if info.existing.answering else "NOT answering"
-        add(
-            Finding(
-                "running",
-                PASS if info.existing.answering else WARN,
-                f"a Jupyter from an earlier `up` runs on port {info.existing.port} ({state_word})",
-                None if info.existing.answering else f"colabtunnel down {profile.name}",
-            )
-        )
+    for finding in launchers.for_profile(profile).check(profile, info):
+        add(finding)
 
 
-def _config_findings(info: jupyter.HostInfo, flavour: Flavour | None, where: str) -> list[Finding]:
+def _config_findings(
+    info: inspection.HostInfo, flavour: Flavour | None, where: str
+) -> list[Finding]:
     """The host's Jupyter config: refused (an emptied token), overridden (a warning each, in the
     words `up` prints), or nothing to say."""
     found = []
     refused = hostconfig.token_error(info.config, flavour, f"on {where}")
     if refused is not None:
         found.append(Finding("config", FAIL, refused.message, refused.hint))
-    found += [Finding("config", WARN, note) for note in jupyter.config_notes(info, flavour)]
+    found += [Finding("config", WARN, note) for note in inspection.config_notes(info, flavour)]
     if not found:
         dirs = ", ".join(info.config_dirs)
         found.append(Finding("config", PASS, f"nothing in {dirs} that colabtunnel must override"))
@@ -195,19 +179,6 @@ def _gpu_finding(gpus: GpuReport, where: str) -> Finding:
     return Finding(
         "gpus", WARN, detail, "fine for CPU work; otherwise install the GPU driver on the host"
     )
-
-
-def _port_finding(profile: Profile, info: jupyter.HostInfo) -> Finding:
-    if profile.remote_port is None:
-        return Finding("remote-port", PASS, f"auto: port {info.free_port} is free on the host")
-    if info.want_port_free is False:
-        return Finding(
-            "remote-port",
-            FAIL,
-            f"remote_port {profile.remote_port} is in use",
-            'set remote_port = "auto" or free the port',
-        )
-    return Finding("remote-port", PASS, f"remote_port {profile.remote_port} is free")
 
 
 def _probe_checks(name: str, add: Callable[[Finding], None]) -> None:

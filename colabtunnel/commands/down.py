@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from colabtunnel import keeper, state
+from colabtunnel import hosts, keeper, launchers, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
-from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
+from colabtunnel.tunnel import Reporter
 
 KEEPER_EXIT_S = keeper.STOP_WAIT_S
 
@@ -44,20 +44,22 @@ def _down_one(name: str, reporter: Reporter, prompter: Prompter | None) -> DownR
                     return DownResult(name, was_up=True, warning=_manual_stop(name, "it"))
                 return DownResult(name, was_up=True)
         # The keeper is gone (or would not die): stop the remote Jupyter ourselves.
-        warning = _stop_remote_directly(name, reporter, prompter)
+        warning = _stop_remote_directly(record, reporter, prompter)
         state.remove(name)
         return DownResult(name, was_up=True, warning=warning)
 
 
-def _stop_remote_directly(name: str, reporter: Reporter, prompter: Prompter | None) -> str | None:
+def _stop_remote_directly(
+    record: state.Record, reporter: Reporter, prompter: Prompter | None
+) -> str | None:
+    name = record.profile
     profile = get_profile(name)
     reporter.step(f"stopping Jupyter for {name} (its keeper is gone)")
-    tunnel = Tunnel(profile, UpOptions(probe=False), reporter, Credentials(name, prompter))
+    launcher = launchers.for_record(record, profile)
     try:
-        tunnel.host = tunnel.connect_host()
-        tunnel.close(stop_remote=True)
+        with hosts.connected(profile, reporter, Credentials(name, prompter)) as host:
+            launcher.stop(host, profile, record.handle)
     except ColabtunnelError as exc:
-        tunnel.close(stop_remote=False)
         return _manual_stop(name, f"{profile.host} ({exc.message})")
     return None
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from colabtunnel import jupyter
+from colabtunnel import hosts, launchers, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
-from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
+from colabtunnel.tunnel import Reporter, local_jupyter
 
 
 def logs(
@@ -19,14 +19,13 @@ def logs(
     reporter: Reporter,
     prompter: Prompter | None = None,
 ) -> None:
+    profile = get_profile(name)
+    launcher = launchers.for_record(state.read(name), profile)
     creds = Credentials(name, prompter=prompter)
-    tunnel = Tunnel(get_profile(name), UpOptions(probe=False), reporter, creds)
-    try:
-        host = tunnel.connect_host()
-        if jupyter.stream_log(host, tunnel.profile, lines, follow, sink) == 3:
+    profile = local_jupyter(profile) if profile.is_local else profile
+    with hosts.connected(profile, reporter, creds) as host:
+        if launcher.logs(host, profile, lines, follow, sink) == 3:
             raise ColabtunnelError(
                 f"no Jupyter log for {name!r} on {host.name}",
                 hint=f"it appears once `colabtunnel up {name}` has started Jupyter",
             )
-    finally:
-        tunnel.close(stop_remote=False)

@@ -1,0 +1,131 @@
+"""Where Jupyter runs: a family of interchangeable launchers behind one small protocol (SPEC §8).
+
+Every launcher starts from the host inspection (inspection.py) and answers with a Server: where
+Jupyter listens as the far end of the tunnel sees it (`endpoint`, host and port) and what finds
+it again (`handle`, kept in the state record: a PID, or a job id and node). The tunnel, the
+keeper, `down`, `logs` and `doctor` ask the launcher a record or profile names, and never branch
+on which one it is: a new launcher is one module and one line in LAUNCHERS.
+
+- direct: Jupyter on the SSH host itself (setsid nohup), the original behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from colabtunnel.errors import ConfigError
+from colabtunnel.findings import Finding
+
+if TYPE_CHECKING:
+    from colabtunnel import state
+    from colabtunnel.flavours import Flavour
+    from colabtunnel.hosts import Host
+    from colabtunnel.inspection import HostInfo
+    from colabtunnel.profiles import Profile
+
+__all__ = ["LAUNCHERS", "Finding", "Launcher", "Opener", "Progress", "Server", "get"]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A Jupyter a launcher started or found."""
+
+    endpoint: tuple[str, int]  # where the tunnel's far end connects
+    token: str
+    flavour: str
+    handle: dict[str, Any] = field(default_factory=dict)  # the launcher's own: pid, job, node
+    reattached: bool = False
+    ready_s: float | None = None
+
+    @property
+    def port(self) -> int:
+        return self.endpoint[1]
+
+
+class Progress(Protocol):
+    """What a launcher tells the person waiting (tunnel.Reporter), and that it started something."""
+
+    def step(self, message: str) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def started(self) -> None:
+        """Something is being started that a failure must clean up (and Jupyter is on its way)."""
+
+
+class Opener(Protocol):
+    """How the tunnel reaches an endpoint: a channel per connection, and a yes/no probe."""
+
+    def reaches(self, endpoint: tuple[str, int]) -> bool | None: ...
+
+
+class Launcher(Protocol):
+    """A launcher module's functions (launchers/direct.py is the reference)."""
+
+    NAME: str
+
+    def find(
+        self, host: Host, profile: Profile, info: HostInfo, progress: Progress
+    ) -> Server | None:
+        """The server an earlier `up` left, to re-attach to (same token, same URL), or None."""
+
+    def start(
+        self,
+        host: Host,
+        profile: Profile,
+        info: HostInfo,
+        flavour: Flavour,
+        token: str,
+        want_port: int | None,
+        timeout: float,
+        progress: Progress,
+    ) -> Server:
+        """Start Jupyter with the Colab flags and `token`; return once it answers, or raise."""
+
+    def alive(self, opener: Opener, server: Server) -> bool | None:
+        """Is it still there? None when that cannot be told now (the link is down)."""
+
+    def stop(self, host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
+        """Stop it and remove what holds its token; True if something was running."""
+
+    def logs(
+        self, host: Host, profile: Profile, lines: int, follow: bool, sink: Callable[[str], None]
+    ) -> int:
+        """Jupyter's log, masked, line by line; 3 when there is none."""
+
+    def check(self, profile: Profile, info: HostInfo) -> list[Finding]:
+        """doctor's findings about this launcher's pre-conditions."""
+
+
+def _load() -> dict[str, ModuleType]:
+    from colabtunnel.launchers import direct
+
+    return {direct.NAME: direct}
+
+
+LAUNCHERS: tuple[str, ...] = ("direct",)
+
+
+def for_profile(profile: Profile) -> Launcher:
+    """The launcher a profile asks for."""
+    return get("direct")
+
+
+def for_record(record: state.Record | None, profile: Profile) -> Launcher:
+    """The launcher that started a tunnel: the record's (a choice made at `up` wins later), else
+    the profile's."""
+    return get(record.launcher) if record is not None else for_profile(profile)
+
+
+def get(name: str) -> Launcher:
+    """The launcher called `name` (from a profile or a state record)."""
+    modules = _load()
+    if name not in modules:
+        raise ConfigError(
+            f"unknown launcher {name!r}", hint=f"use one of: {', '.join(sorted(modules))}"
+        )
+    module: Launcher = modules[name]  # a module satisfies the protocol
+    return module

@@ -34,7 +34,7 @@ class Session:
         self.dir = directory
         with open(os.path.join(directory, "job.json")) as fh:
             self.job: Dict[str, Any] = json.load(fh)
-        self.jupyter: Optional["subprocess.Popen[bytes]"] = None
+        self.jupyter: Optional[subprocess.Popen[bytes]] = None
         # Set by the signal handler, acted on by the main loop: a handler that waited for Jupyter
         # itself would deadlock with Popen.wait() in progress on the same thread.
         self.stop_signal = 0
@@ -44,7 +44,7 @@ class Session:
 
     def event(self, name: str, detail: str = "") -> None:
         with open(self.path("events"), "a") as fh:
-            fh.write("%.3f %s %s\n" % (time.time(), name, detail))
+            fh.write(f"{time.time():.3f} {name} {detail}\n")
 
     def write_conn(self, port: int, pid: int) -> None:
         data = {
@@ -84,7 +84,7 @@ def child_environment(session: Session) -> Dict[str, str]:
 def server_file(session: Session, pid: int) -> Optional[Dict[str, Any]]:
     """Jupyter's own runtime file for `pid`: written once it serves (the proof it has bound)."""
     for prefix in ("jpserver", "nbserver"):
-        name = os.path.join(session.path("runtime"), "%s-%d.json" % (prefix, pid))
+        name = os.path.join(session.path("runtime"), f"{prefix}-{pid}.json")
         if os.path.exists(name):
             try:
                 with open(name) as fh:
@@ -173,30 +173,30 @@ def main(directory: str) -> int:
             return stopped(session)
         if port is not None:
             session.write_conn(port, process.pid)
-            session.event("jupyter", "port %d pid %d" % (port, process.pid))
+            session.event("jupyter", f"port {port} pid {process.pid}")
             break
         if process.poll() is None:  # no answer in time
             stop(process)
             session.event("exit", "jupyter did not start within the start timeout")
             return 1
         if not log_says_port_taken(session):
-            session.event("exit", "jupyter exited at start (status %d)" % process.returncode)
+            session.event("exit", f"jupyter exited at start (status {process.returncode})")
             return 1
     else:
-        session.event("exit", "no free port after %d tries" % PORT_TRIES)
+        session.event("exit", f"no free port after {PORT_TRIES} tries")
         return 1
     assert process is not None
     while process.poll() is None and not session.stop_signal:
         time.sleep(0.2)
     if session.stop_signal:
         return stopped(session)
-    session.event("exit", "jupyter exited (status %d)" % process.returncode)
+    session.event("exit", f"jupyter exited (status {process.returncode})")
     return process.returncode
 
 
 def stopped(session: Session) -> int:
     """Told to stop (scancel, the time limit, preemption): stop Jupyter and its kernels."""
-    session.event("term", "signal %d" % session.stop_signal)
+    session.event("term", f"signal {session.stop_signal}")
     stop(session.jupyter)
     session.event("exit", "stopped")
     return 0

@@ -1,0 +1,200 @@
+"""The direct launcher: Jupyter runs on the SSH host itself, detached (setsid nohup), its PID,
+port, token and log in a 0700 run directory there (remote/rundir.sh), so it survives SSH drops
+and a sleeping laptop and an `up` after a lost keeper finds it again.
+
+Start-up and the readiness/auth checks are one script and one round trip (remote/start.sh then
+remote/wait.py, on the host). The token reaches Jupyter through that script on stdin as
+JUPYTER_TOKEN: never a command line, never read back from Jupyter's banner.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from colabtunnel import diagnoses, flavours, forwarder, hostconfig, remote
+from colabtunnel.errors import ColabtunnelError
+from colabtunnel.flavours import Flavour
+from colabtunnel.hosts import Host
+from colabtunnel.inspection import (
+    INSPECT_TIMEOUT,
+    HostInfo,
+    preamble_values,
+    result,
+    stage_error,
+)
+from colabtunnel.launchers import Finding, Opener, Progress, Server
+from colabtunnel.profiles import Profile
+from colabtunnel.redact import mask
+
+log = logging.getLogger("colabtunnel")
+
+NAME = "direct"
+STOP_GRACE_S = 10
+
+
+def find(host: Host, profile: Profile, info: HostInfo, progress: Progress) -> Server | None:
+    """The server an earlier `up` left, if it is alive, answering and its token known. One that is
+    gone or not answering is stopped (its run directory holds a token nobody can use)."""
+    found = info.existing
+    if found and found.alive and found.answering and found.token:
+        return Server(
+            endpoint=("127.0.0.1", found.port),
+            token=found.token,
+            flavour=found.flavour or "?",
+            handle={"pid": found.pid},
+            reattached=True,
+        )
+    if found is not None:
+        stop(host, profile, {"pid": found.pid})
+        progress.note(
+            "the previous Jupyter for this profile was gone or not answering: "
+            "starting a new one; the URL (token) changes and its kernels are lost"
+        )
+    return None
+
+
+def start(
+    host: Host,
+    profile: Profile,
+    info: HostInfo,
+    flavour: Flavour,
+    token: str,
+    want_port: int | None,
+    timeout: float,
+    progress: Progress,
+) -> Server:
+    """Start Jupyter on the host, wait until it answers Colab's way (on the host), or fail."""
+    port = _port(profile, info, want_port)
+    progress.step(f"starting {flavour.label} on {host.name}, port {port}")
+    progress.started()
+    shimmed = hostconfig.shimmed(info.config, flavour)
+    args = flavours.server_args(
+        flavour, port, allow_root=info.uid == 0, shimmed=shimmed, extra=profile.jupyter_args
+    )
+    exports = [f"export {name}={remote.quote(value)}" for name, value in profile.env.items()]
+    exports.append(f"export JUPYTER_TOKEN={remote.quote(token)}")
+    template = "".join(remote.text(name) for name in ("rundir.sh", "preamble.sh", "start.sh"))
+    template += remote.heredoc("wait.py", '"$CT_PID" __CT_PORT__ __CT_TIMEOUT__')
+    script = remote.render(
+        template,
+        exports="\n".join(exports),
+        port=port,
+        flavour=remote.quote(flavour.key),
+        args=" ".join(remote.quote(a) for a in args),
+        timeout=timeout,
+        **preamble_values(profile, lock=remote.text("start_lock.sh")),
+    )
+    log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))
+    data, stderr = result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
+    if data.get("ok"):
+        return Server(
+            endpoint=("127.0.0.1", port),
+            token=token,
+            flavour=flavour.key,
+            handle={"pid": data.get("pid")},
+            reattached=False,
+            ready_s=data.get("ready_s"),
+        )
+    tail = log_tail(host, profile, 15)
+    stop(host, profile, None)
+    if data.get("stage") in diagnoses.STAGES:
+        raise diagnoses.start_error(diagnoses.Failed(data, profile, flavour, port, timeout, tail))
+    raise stage_error(data.get("stage", "?"), profile, stderr)
+
+
+def _port(profile: Profile, info: HostInfo, want: int | None) -> int:
+    """The port to start on: the one asked for when it is free, else the one the host found."""
+    if want is None or info.want_port_free is not False:
+        return want or info.free_port
+    pinned = profile.local_port if profile.is_local else profile.remote_port
+    if pinned is None:  # an automatic choice was taken meanwhile: take the host's free one
+        return info.free_port
+    where = "this machine" if profile.is_local else profile.host
+    key = "local_port" if profile.is_local else "remote_port"
+    holder = forwarder.port_holder(pinned) if profile.is_local else None
+    raise ColabtunnelError(
+        f"port {pinned} is already in use on {where}" + (f" by {holder}" if holder else ""),
+        hint=f'set {key} = "auto" in the profile (or drop --{key.replace("_", "-")}), '
+        "or free the port",
+    )
+
+
+def alive(opener: Opener, server: Server) -> bool | None:
+    """Whether Jupyter still accepts connections; None when that cannot be told (link down)."""
+    return opener.reaches(server.endpoint)
+
+
+def stop(host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
+    """Stop the profile's server (TERM, then KILL after a grace period). True if one was running.
+
+    The run directory says which process it is, so `handle` is not needed here."""
+    script = remote.script(
+        "stop.sh", profile=remote.quote(profile.name), grace_ticks=STOP_GRACE_S * 10
+    )
+    data, _ = result(host, script, STOP_GRACE_S + INSPECT_TIMEOUT, "stopping Jupyter")
+    return bool(data.get("was_running"))
+
+
+def log_tail(host: Host, profile: Profile, lines: int = 50) -> str:
+    script = remote.script(
+        "log_tail.sh", profile=remote.quote(profile.name), lines=lines, follow=""
+    )
+    return mask(host.run_script(script, INSPECT_TIMEOUT).stdout.rstrip())
+
+
+def logs(
+    host: Host, profile: Profile, lines: int, follow: bool, sink: Callable[[str], None]
+) -> int:
+    """Pass the log's last `lines` lines (and, with `follow`, new ones) to `sink`, masked, per
+    line. Exit status 3: there is no log for this profile on the host."""
+    script = remote.script(
+        "log_tail.sh",
+        profile=remote.quote(profile.name),
+        lines=lines,
+        follow="-F" if follow else "",
+    )
+    pending = b""
+
+    def feed(chunk: bytes) -> None:
+        nonlocal pending
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            sink(mask(line.decode(errors="replace")))
+
+    code = host.stream_script(script, feed)
+    if pending:
+        sink(mask(pending.decode(errors="replace")))
+    return code
+
+
+def check(profile: Profile, info: HostInfo) -> list[Finding]:
+    """doctor's findings about where this launcher would run Jupyter: the port, an earlier server."""
+    found = [_port_finding(profile, info)]
+    if info.existing and info.existing.alive:
+        answering = info.existing.answering
+        found.append(
+            Finding(
+                "running",
+                "pass" if answering else "warn",
+                f"a Jupyter from an earlier `up` runs on port {info.existing.port} "
+                f"({'answering' if answering else 'NOT answering'})",
+                None if answering else f"colabtunnel down {profile.name}",
+            )
+        )
+    return found
+
+
+def _port_finding(profile: Profile, info: HostInfo) -> Finding:
+    if profile.remote_port is None:
+        return Finding("remote-port", "pass", f"auto: port {info.free_port} is free on the host")
+    if info.want_port_free is False:
+        return Finding(
+            "remote-port",
+            "fail",
+            f"remote_port {profile.remote_port} is in use",
+            'set remote_port = "auto" or free the port',
+        )
+    return Finding("remote-port", "pass", f"remote_port {profile.remote_port} is free")
