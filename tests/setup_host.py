@@ -1,4 +1,4 @@
-"""Install the system packages the test suite needs (OpenSSH, Chromium), when they are missing.
+"""Install the system packages the tests need (OpenSSH, Chromium, Slurm) when they are missing.
 
 Run by the README's test command before pytest. As root it uses apt-get; otherwise it says exactly
 what to install and exits 1, so a developer never gets a suite that silently skips SSH or the
@@ -23,6 +23,11 @@ PACKAGES = {
     "libnss-wrapper": Path(
         "/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", "libnss_wrapper.so"
     ),
+    "util-linux": Path("/usr/bin/nsenter"),
+    "munge": Path("/usr/sbin/munged"),
+    "slurmctld": Path("/usr/sbin/slurmctld"),
+    "slurmd": Path("/usr/sbin/slurmd"),
+    "slurm-client": Path("/usr/bin/sbatch"),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -32,6 +37,11 @@ PURPOSE = {
     "iproute2": "network namespaces put ProxyJump targets out of direct reach (tests/auth_servers.py)",
     "passwd": "a password-only sshd logs in a user the tests create (tests/auth_servers.py)",
     "libnss-wrapper": "gives each test its own home in the password database, where ssh reads ~",
+    "util-linux": "nsenter runs the Slurm compute node's slurmd in its own network namespace",
+    "munge": "munged authenticates the test Slurm cluster's daemons and commands",
+    "slurmctld": "the test Slurm cluster's controller (tests/slurm_cluster.py)",
+    "slurmd": "the test Slurm cluster's compute node, in a network namespace of its own",
+    "slurm-client": "sbatch/squeue/scancel/srun, run by the test user on the login node",
 }
 
 
