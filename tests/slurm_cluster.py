@@ -746,7 +746,8 @@ def _sshd(
     config = ssh_dir / f"{name}_config"
     config.write_text(_sshd_config(port, address, host_key, users, forwarding, conf))
     log = ssh_dir / f"{name}.log"
-    process = _start_sshd(prefix, config, log)
+    # setsid: a session of its own, so that Ctrl-C in the terminal leaves it to the teardown
+    process = _start_sshd(["setsid", *prefix], config, log)
     return SshServer(address, port, _pub_of(host_key.with_suffix(".pub")), config, log), process
 
 
@@ -842,16 +843,18 @@ def running_cluster() -> Iterator[SlurmCluster]:
         except subprocess.TimeoutExpired:
             reaper.kill()
             reaper.wait()
+        left = leftovers(tag)
+        if left:
+            cleanup(tag)  # the reaper failed or was killed: nothing may stay running regardless
         for process in cluster.processes if cluster else []:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)  # killed by the reaper; collect the zombie
         report = reaper_log.read_text(errors="replace") if reaper_log.exists() else ""
         reaper_log.unlink(missing_ok=True)
-        left = leftovers(tag)
         if reaper.returncode != 0 or left:
             raise RuntimeError(
-                f"the Slurm test cluster was not cleaned up (reaper exit {reaper.returncode}):\n"
-                f"{report}\n" + "\n".join(left)
+                f"the Slurm test cluster's reaper failed (exit {reaper.returncode}); the fixture "
+                f"removed what it had left, and says so to be fixed:\n{report}\n" + "\n".join(left)
             )
 
 

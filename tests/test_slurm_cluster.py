@@ -457,6 +457,9 @@ def test_the_reaper_removes_everything_when_its_owner_dies(tmp_path: Path) -> No
         owner.kill()
         assert reaper.wait(60) == 0, log.read_text()
         assert leftovers(tag) == []
+        # and, independently of how the reaper finds them, the processes it had to find:
+        survivors = [process.args for process in started if process.poll() is None]
+        assert survivors == []
     finally:
         owner.kill()
         reaper.kill()
@@ -495,7 +498,16 @@ def _make_leftovers(tag: str, started: list[subprocess.Popen[bytes]]) -> None:
     for path in (Path("/etc/hosts"), Path("/etc/ssh/ssh_known_hosts")):
         with open(path, "a") as fh:
             fh.write(f"10.232.0.254 ctsl-{tag}  # {MARK} {tag}\n")
-    _poll(lambda: len(leftovers(tag)) >= 9, 10, "the leftovers to exist")
+    expected = [[*sleeper, str(root)], sleeper, ["sleep", "600"]]  # once each has exec'd
+    _poll(lambda: [_cmdline(p) for p in started] == expected, 10, "the processes to start")
+    assert len(leftovers(tag)) == 9, leftovers(tag)
+
+
+def _cmdline(process: subprocess.Popen[bytes]) -> list[str]:
+    try:
+        return psutil.Process(process.pid).cmdline()
+    except psutil.Error:
+        return []
 
 
 def test_not_root_skips_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
