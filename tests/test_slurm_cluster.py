@@ -29,18 +29,8 @@ import pytest
 
 from tests import setup_host
 from tests.auth_servers import _poll
-from tests.slurm_cluster import (
-    MARK,
-    NODE,
-    ClusterUser,
-    SlurmCluster,
-    acquire_lock,
-    cleanup,
-    leftovers,
-    node_argv,
-    running_cluster,
-    start_reaper,
-)
+from tests.slurm_cleanup import MARK, acquire_lock, cleanup, leftovers, start_reaper
+from tests.slurm_cluster import NODE, ClusterUser, SlurmCluster, node_argv, running_cluster
 from tests.sshd import keygen
 
 ECHO_JOB = Path(__file__).with_name("slurm_echo_job.py").read_text()
@@ -188,9 +178,8 @@ def test_sbatch_rejects_an_impossible_request_with_its_own_error_line(
     too_many = slurm_cluster.ssh(user, "sbatch --parsable --gres=gpu:9 --wrap true", check=False)
     assert too_many.returncode == 1
     assert too_many.stdout == ""
-    assert too_many.stderr == (
-        "sbatch: error: Batch job submission failed: Requested node configuration is not available\n"
-    )
+    rejected = "Batch job submission failed: Requested node configuration is not available"
+    assert too_many.stderr == f"sbatch: error: {rejected}\n"
     no_such = slurm_cluster.ssh(user, "sbatch --parsable -p nope --wrap true", check=False)
     assert no_such.returncode == 1
     assert "sbatch: error: Batch job submission failed: Invalid partition name specified" in (
