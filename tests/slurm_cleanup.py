@@ -24,6 +24,7 @@ from typing import IO
 import psutil
 
 from tests.auth_servers import _ip, _poll
+from tests.sshd import server_environ
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_PREFIX = "/run/ctslurm-"  # + tag: the cluster's own directory
@@ -136,7 +137,9 @@ def cleanup(tag: str | None = None) -> None:
     if tag:
         _ip("link", "del", names_of(tag)[1], check=False)
     for entry in _users(tag):
-        subprocess.run(["userdel", "-f", "-r", entry.pw_name], capture_output=True)
+        subprocess.run(
+            ["userdel", "-f", "-r", entry.pw_name], capture_output=True, env=server_environ()
+        )
         home = Path(entry.pw_dir)
         if home.parent == Path("/home") and home.name == entry.pw_name:
             shutil.rmtree(home, ignore_errors=True)
@@ -227,6 +230,7 @@ def start_reaper(tag: str, log: Path, lock: IO[str] | None) -> tuple[subprocess.
             stdout=log_fh,
             stderr=log_fh,
             cwd=REPO,
+            env=server_environ(),
             pass_fds=pass_fds,
             start_new_session=True,  # Ctrl-C in the terminal must not kill it
         )

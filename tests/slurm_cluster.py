@@ -110,7 +110,7 @@ from tests.slurm_cleanup import (
     names_of,
     start_reaper,
 )
-from tests.sshd import free_port, keygen
+from tests.sshd import free_port, keygen, server_environ
 
 CLUSTER_NAME = "ctsl"
 NODE = "node1"
@@ -173,7 +173,7 @@ class SlurmCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
+        return {**server_environ(), "SLURM_CONF": str(self.conf)}
 
     @property
     def ctld_log(self) -> Path:
@@ -396,7 +396,12 @@ def _start(
 ) -> subprocess.Popen[bytes]:
     with open(log, "ab") as log_fh:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fh,
+            stderr=log_fh,
+            env=server_environ(),
+            start_new_session=True,
         )
     cluster.append(process)
     return process
@@ -423,6 +428,7 @@ def _start_munged(root: Path, processes: list[subprocess.Popen[bytes]]) -> None:
             stdin=subprocess.DEVNULL,
             stdout=log_fh,
             stderr=log_fh,
+            env=server_environ(),
             user="munge",
             group="munge",
             extra_groups=[],
@@ -474,6 +480,7 @@ def _make_user(tag: str, letter: str, root: Path) -> ClusterUser:
         ],
         check=True,
         capture_output=True,
+        env=server_environ(),  # the real password database, not a test's copy
     )
     laptop_key = root / "laptop" / f"{name}_ed25519"
     keygen(laptop_key)
@@ -674,7 +681,7 @@ def _build(tag: str, root: Path, netns: str) -> SlurmCluster:
     add_marked_lines(HOSTS, [f"{NODE_ADDRESS} {NODE}"], tag)
     add_marked_lines(GLOBAL_KNOWN_HOSTS, [f"{NODE},{NODE_ADDRESS} {node_sshd.host_key_pub}"], tag)
     python_env = _user_python(root)
-    _wait_node_idle(root, {**os.environ, "SLURM_CONF": str(conf)}, processes)
+    _wait_node_idle(root, {**server_environ(), "SLURM_CONF": str(conf)}, processes)
     return SlurmCluster(
         root,
         tag,

@@ -31,7 +31,7 @@ from tests import setup_host
 from tests.auth_servers import _poll
 from tests.slurm_cleanup import MARK, acquire_lock, cleanup, leftovers, start_reaper
 from tests.slurm_cluster import NODE, ClusterUser, SlurmCluster, node_argv, running_cluster
-from tests.sshd import keygen
+from tests.sshd import keygen, server_environ
 
 ECHO_JOB = Path(__file__).with_name("slurm_echo_job.py").read_text()
 SLEEP_JOB = "#!/bin/bash\nexec sleep {seconds}\n"
@@ -479,7 +479,8 @@ def _make_leftovers(tag: str, started: list[subprocess.Popen[bytes]]) -> None:
         ],
         check=True,
     )
-    subprocess.run(["useradd", "-m", "-p", "*", user], check=True, capture_output=True)
+    useradd = ["useradd", "-m", "-p", "*", user]
+    subprocess.run(useradd, check=True, capture_output=True, env=server_environ())
     sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
     started.append(subprocess.Popen([*sleeper, str(root)], start_new_session=True))  # a "daemon"
     started.append(subprocess.Popen(node_argv(netns, *sleeper), start_new_session=True))
