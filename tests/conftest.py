@@ -227,6 +227,9 @@ from tests.auth_servers import (  # noqa: E402
     password_server_uid0,
 )
 
+# The Slurm test cluster (tests/slurm_cluster.py): login node here, compute node in a namespace.
+from tests.slurm_cluster import slurm_cluster  # noqa: E402
+
 __all__ = [
     "encrypted_client_key",
     "jump_chain_1",
@@ -234,4 +237,5 @@ __all__ = [
     "otp_server",
     "password_server",
     "password_server_uid0",
+    "slurm_cluster",
 ]

@@ -1,4 +1,4 @@
-"""Install the system packages the test suite needs (OpenSSH, Chromium, tmux ...), when missing.
+"""Install the system packages the test suite needs (OpenSSH, Chromium, tmux, Slurm ...), when missing.
 
 Run by the README's test command before pytest. As root it uses apt-get; otherwise it says exactly
 what to install and exits 1, so a developer never gets a suite that silently skips SSH or the
@@ -25,6 +25,11 @@ PACKAGES = {
     ),
     "tmux": Path("/usr/bin/tmux"),
     "shellcheck": Path("/usr/bin/shellcheck"),
+    "util-linux": Path("/usr/bin/nsenter"),
+    "munge": Path("/usr/sbin/munged"),
+    "slurmctld": Path("/usr/sbin/slurmctld"),
+    "slurmd": Path("/usr/sbin/slurmd"),
+    "slurm-client": Path("/usr/bin/sbatch"),
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -36,6 +41,11 @@ PURPOSE = {
     "libnss-wrapper": "gives each test its own home in the password database, where ssh reads ~",
     "tmux": "a real terminal types into the interactive commands (tests/test_terminal.py)",
     "shellcheck": "lints the bash colabtunnel sends to hosts (tests/test_lint.py)",
+    "util-linux": "nsenter runs the Slurm compute node's slurmd in its own network namespace",
+    "munge": "munged authenticates the test Slurm cluster's daemons and commands",
+    "slurmctld": "the test Slurm cluster's controller (tests/slurm_cluster.py)",
+    "slurmd": "the test Slurm cluster's compute node, in a network namespace of its own",
+    "slurm-client": "sbatch/squeue/scancel/srun, run by the test user on the login node",
 }
 
 
