@@ -44,6 +44,7 @@ class Existing:
 class HostInfo:
     python: str
     python_path: str
+    jupyter_path: str  # the `jupyter` the profile names, found after `activate`
     versions: dict[str, str | None]
     uid: int
     user: str | None
@@ -139,6 +140,7 @@ def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostI
     return HostInfo(
         python=data["python"],
         python_path=data.get("python_path") or "python3",
+        jupyter_path=data.get("jupyter_path") or profile.jupyter,
         versions=data["versions"],
         uid=data["uid"],
         user=data.get("user"),

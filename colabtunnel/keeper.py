@@ -218,6 +218,10 @@ def main() -> int:
         profile = with_overrides(get_profile(name), **orders["overrides"])
         creds = Credentials(name, prompter=reporter)
         tunnel = Tunnel(profile, UpOptions(**orders["options"]), reporter, creds)
+        pending = tunnel  # `down` finds a queued job through this record while `up` waits
+        tunnel.on_submitted = lambda handle, token, flavour: state.write(
+            pending.provisional_record(os.getpid(), handle, token, flavour)
+        )
         tunnel.open()
         creds.offer_to_save(lambda question: confirm(reporter, question))
         creds.prompter = None  # from here on nobody can answer: a one-time code means needs-login

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 from colabtunnel import paths
 from colabtunnel.errors import ConfigError
+from colabtunnel.launchers import slurm_settings
+from colabtunnel.launchers.slurm_settings import SlurmSettings
 
 APPS = ("auto", "notebook", "lab", "server")
 
@@ -82,6 +84,8 @@ class Profile:
     env: Mapping[str, str] = field(default_factory=FrozenEnv)  # stored as a FrozenEnv
     jupyter_args: tuple[str, ...] = ()
     keepalive: int = 15
+    launcher: str = "direct"  # where Jupyter runs: launchers/ (direct, slurm)
+    slurm: SlurmSettings | None = None  # [profiles.NAME.slurm], for launcher = "slurm"
     source: Path | None = None  # the file it was read from; None for the built-in `local`
 
     def __post_init__(self) -> None:
@@ -254,6 +258,20 @@ def _build(name: str, table: dict[str, Any], where: _Where, path: Path) -> Profi
             f'add host = "gpu.example.org" (a hostname, IP, or Host alias from ~/.ssh/config) '
             f"under [profiles.{name}]",
         )
+    if "slurm" in values and values.get("launcher") != "slurm":
+        raise where.fail(
+            "slurm",
+            'a [profiles.NAME.slurm] table needs launcher = "slurm"',
+            f'add launcher = "slurm" under [profiles.{name}], or remove the slurm table',
+        )
+    if values.get("launcher") == "slurm":
+        values.setdefault("slurm", SlurmSettings())
+        if values.get("host") == "local":
+            raise where.fail(
+                "launcher",
+                'launcher = "slurm" needs a cluster login node as host, not "local"',
+                "set host to the login node (or a Host alias of it)",
+            )
     return Profile(name=name, source=path, **values)
 
 
@@ -389,6 +407,19 @@ def _auto_port(value: object, key: str, where: _Where) -> int | None:
     return value
 
 
+LAUNCHERS = ("direct", "slurm")  # launchers/: one module each
+
+
+def _launcher(value: object, key: str, where: _Where) -> str:
+    if value not in LAUNCHERS:
+        raise where.fail(
+            key,
+            f"key '{key}' must be one of {', '.join(LAUNCHERS)}, got {_describe(value)}",
+            '"direct" runs Jupyter on the host; "slurm" inside a Slurm job on a compute node',
+        )
+    return str(value)
+
+
 def _keepalive(value: object, key: str, where: _Where) -> int:
     return _integer(value, key, where, 1, 3600, "15")
 
@@ -453,4 +484,6 @@ _CHECKS: dict[str, Callable[[object, str, _Where], Any]] = {
     "env": _env,
     "jupyter_args": _string_list,
     "keepalive": _keepalive,
+    "launcher": _launcher,
+    "slurm": slurm_settings.check,
 }

@@ -26,6 +26,7 @@ log = logging.getLogger("colabtunnel")
 
 # 2: which launcher started the tunnel, and its handle (schema 1 records are direct ones).
 SCHEMA_VERSION = 2
+SECRET_HANDLE_KEYS = frozenset({"keys"})
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Record:
         """What status/--json shows. The token appears only inside the URL the user asked for."""
         data = asdict(self)
         data.pop("token")
+        # the launcher's handle may hold this session's private key (slurm's srun bridge)
+        data["handle"] = {k: v for k, v in self.handle.items() if k not in SECRET_HANDLE_KEYS}
         data["gpus"] = data.pop("gpu_report").get("devices", [])
         data["url"] = self.url
         data["uptime_s"] = round(time.time() - self.started_at, 1)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from colabtunnel import forwarder, hostconfig, hosts, inspection, launchers, redact, state
 from colabtunnel.connection import Connection
@@ -57,6 +57,11 @@ class _Progress:
             from colabtunnel import probe
 
             probe.preload()  # while Jupyter starts, this process only waits
+
+    def submitted(self, handle: dict[str, Any], token: str, flavour: str) -> None:
+        self.tunnel.pending = (handle, token, flavour)
+        if self.tunnel.on_submitted is not None:
+            self.tunnel.on_submitted(handle, token, flavour)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,11 @@ class Tunnel:
         self.opened: Opened | None = None
         self.host_info: inspection.HostInfo | None = None  # the inspection's answer: GPUs, Python
         self.launcher = launchers.for_profile(profile)
+        self.reach: launchers.Reach | None = None  # whose channels reach Jupyter
+        # A server on its way (a queued job): what finds it, before open() returns
+        self.pending: tuple[dict[str, Any], str, str] | None = None
+        self.on_submitted: Callable[[dict[str, Any], str, str], None] | None = None
+        self.local_port: int | None = None
         self._connected = threading.Event()
         self._started_remote = False
         self._target_label = "local"
@@ -131,6 +141,7 @@ class Tunnel:
         try:
             self.host = self.connect_host()
             server = self._ensure_server()
+            self.reach = self.launcher.attach(self.host, self.profile, server, self.creds)
             if listener is not None:
                 self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
                 listener = None
@@ -146,6 +157,11 @@ class Tunnel:
                 listener.close()
 
     def _bind_local(self) -> socket.socket:
+        listener = self._bind_local_port()
+        self.local_port = int(listener.getsockname()[1])
+        return listener
+
+    def _bind_local_port(self) -> socket.socket:
         pinned = self.profile.local_port
         port = pinned or self.options.prefer_local_port
         if port is not None:
@@ -177,7 +193,6 @@ class Tunnel:
         self.connection = connection.connect(
             target, self.profile.name, accept_new=accept_new, creds=self.creds
         )
-        self._connected.set()
         return SSHHost(self.connection, self.profile.host)
 
     def _ensure_server(self) -> launchers.Server:
@@ -211,8 +226,8 @@ class Tunnel:
         # While reconnecting, a new connection waits (bounded) instead of failing at once.
         if not self._connected.wait(CONNECTION_WAIT_S) or self.connection is None:
             raise ColabtunnelError(f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)")
-        assert self.opened is not None
-        return self.connection.open_tuned_forward(self.opened.server.endpoint, origin)
+        assert self.opened is not None and self.reach is not None
+        return self.reach.open(self.opened.server.endpoint, origin)
 
     def _probe(self, local_port: int, token: str) -> None:
         from colabtunnel import probe
@@ -259,17 +274,7 @@ class Tunnel:
             except OSError:
                 return False
             return True
-        import paramiko
-
-        if self.connection is None:
-            return None
-        try:
-            self.connection.open_forward(endpoint, ("127.0.0.1", 0)).close()
-        except paramiko.ChannelException:
-            return False  # the host refused the connection to Jupyter's port
-        except (paramiko.SSHException, EOFError, OSError):
-            return None
-        return True
+        return None if self.reach is None else self.reach.reaches(endpoint)
 
     def drop_connection(self) -> None:
         self._connected.clear()
@@ -283,6 +288,13 @@ class Tunnel:
 
         try:
             self.host = self._login(sshtarget.resolve(self.profile), accept_new=False)
+            if self.opened is not None:  # the new login's way to Jupyter (a new srun bridge)
+                if self.reach is not None:
+                    self.reach.close()
+                self.reach = self.launcher.attach(
+                    self.host, self.profile, self.opened.server, self.creds
+                )
+            self._connected.set()
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
             return "needs-login"
@@ -302,9 +314,14 @@ class Tunnel:
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
+        if self.reach is not None:
+            self.reach.close()
+            self.reach = None
         if stop_remote and self.host is not None:
             try:
                 handle = self.opened.server.handle if self.opened else None
+                if handle is None and self.pending is not None:
+                    handle = self.pending[0]
                 stopped = self.launcher.stop(self.host, self.profile, handle)
             except (ColabtunnelError, OSError, EOFError) as exc:
                 log.warning("could not stop Jupyter on %s: %s", self.host.name, exc)
@@ -317,6 +334,25 @@ class Tunnel:
     def abandon_on_failure(self) -> None:
         """After a failed open(): remove what this attempt started, leave what it found running."""
         self.close(stop_remote=self._started_remote)
+
+    def provisional_record(
+        self, keeper_pid: int, handle: dict[str, Any], token: str, flavour: str
+    ) -> state.Record:
+        """While a server is on its way (a queued job): enough for `status` and for `down`."""
+        started = state.process_identity(keeper_pid) or time.time()
+        return state.Record(
+            profile=self.profile.name,
+            keeper_pid=keeper_pid,
+            keeper_started=started,
+            host=self._target_label,
+            local_port=self.local_port or 0,
+            remote_port=0,
+            token=token,
+            flavour=flavour,
+            health="starting",
+            launcher=self.launcher.NAME,
+            handle=handle,
+        )
 
     def record(self, keeper_pid: int, foreground: bool) -> state.Record:
         assert self.opened is not None

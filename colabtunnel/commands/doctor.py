@@ -150,7 +150,7 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
     for finding in _config_findings(info, flavour, host.name):
         add(finding)
     add(_gpu_finding(info.gpus, host.name))
-    for finding in launchers.for_profile(profile).check(profile, info):
+    for finding in launchers.for_profile(profile).check(host, profile, info):
         add(finding)
 
 

@@ -7,6 +7,7 @@ keeper, `down`, `logs` and `doctor` ask the launcher a record or profile names, 
 on which one it is: a new launcher is one module and one line in LAUNCHERS.
 
 - direct: Jupyter on the SSH host itself (setsid nohup), the original behaviour.
+- slurm: Jupyter inside a Slurm job on a compute node, reached through the login node.
 """
 
 from __future__ import annotations
@@ -21,12 +22,22 @@ from colabtunnel.findings import Finding
 
 if TYPE_CHECKING:
     from colabtunnel import state
+    from colabtunnel.credentials import Credentials
     from colabtunnel.flavours import Flavour
     from colabtunnel.hosts import Host
     from colabtunnel.inspection import HostInfo
     from colabtunnel.profiles import Profile
 
-__all__ = ["LAUNCHERS", "Finding", "Launcher", "Opener", "Progress", "Server", "get"]
+__all__ = [
+    "ConnectionReach",
+    "Finding",
+    "Launcher",
+    "Opener",
+    "Progress",
+    "Reach",
+    "Server",
+    "get",
+]
 
 
 @dataclass(frozen=True)
@@ -55,11 +66,61 @@ class Progress(Protocol):
     def started(self) -> None:
         """Something is being started that a failure must clean up (and Jupyter is on its way)."""
 
+    def submitted(self, handle: dict[str, Any], token: str, flavour: str) -> None:
+        """A server is on its way and `handle` finds it (a queued job): record it now, so that
+        `down` can stop it even if `up` dies while it waits."""
+
 
 class Opener(Protocol):
     """How the tunnel reaches an endpoint: a channel per connection, and a yes/no probe."""
 
     def reaches(self, endpoint: tuple[str, int]) -> bool | None: ...
+
+
+class Reach(Protocol):
+    """The SSH session whose channels reach the server's endpoint: the login connection itself
+    for a Jupyter on the host, a session on a compute node for one inside a Slurm job."""
+
+    def open(self, endpoint: tuple[str, int], origin: tuple[str, int]) -> Any:
+        """A channel (a TunedChannel) to `endpoint`."""
+
+    def reaches(self, endpoint: tuple[str, int]) -> bool | None:
+        """Does `endpoint` accept a connection? None: cannot be told (the session is down)."""
+
+    def close(self) -> None: ...
+
+
+class ConnectionReach:
+    """Channels of one SSH session to endpoints as its far end sees them."""
+
+    def __init__(self, transport: Any, link_rtt: Callable[[], float], owned: bool) -> None:
+        self.transport = transport
+        self.link_rtt = link_rtt
+        self.owned = owned  # a session of its own (a node's): closed with this reach
+
+    def open(self, endpoint: tuple[str, int], origin: tuple[str, int]) -> Any:
+        from colabtunnel.connection import CONNECT_TIMEOUT
+        from colabtunnel.window import TunedChannel
+
+        channel = self.transport.open_channel(
+            "direct-tcpip", endpoint, origin, timeout=CONNECT_TIMEOUT
+        )
+        return TunedChannel(channel, self.link_rtt)
+
+    def reaches(self, endpoint: tuple[str, int]) -> bool | None:
+        import paramiko
+
+        try:
+            self.open(endpoint, ("127.0.0.1", 0)).close()
+        except paramiko.ChannelException:
+            return False  # the far end refused the connection to Jupyter's port
+        except (paramiko.SSHException, EOFError, OSError):
+            return None
+        return True
+
+    def close(self) -> None:
+        if self.owned:
+            self.transport.close()
 
 
 class Launcher(Protocol):
@@ -96,22 +157,25 @@ class Launcher(Protocol):
     ) -> int:
         """Jupyter's log, masked, line by line; 3 when there is none."""
 
-    def check(self, profile: Profile, info: HostInfo) -> list[Finding]:
+    def attach(
+        self, host: Host, profile: Profile, server: Server, creds: Credentials
+    ) -> Reach | None:
+        """The session whose channels reach `server` (None on this machine: a plain socket).
+        Called again after every reconnect of the login connection."""
+
+    def check(self, host: Host, profile: Profile, info: HostInfo) -> list[Finding]:
         """doctor's findings about this launcher's pre-conditions."""
 
 
 def _load() -> dict[str, ModuleType]:
-    from colabtunnel.launchers import direct
+    from colabtunnel.launchers import direct, slurm
 
-    return {direct.NAME: direct}
-
-
-LAUNCHERS: tuple[str, ...] = ("direct",)
+    return {direct.NAME: direct, slurm.NAME: slurm}
 
 
 def for_profile(profile: Profile) -> Launcher:
     """The launcher a profile asks for."""
-    return get("direct")
+    return get(profile.launcher)
 
 
 def for_record(record: state.Record | None, profile: Profile) -> Launcher:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from colabtunnel import diagnoses, flavours, forwarder, hostconfig, remote
+from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import Flavour
-from colabtunnel.hosts import Host
+from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.inspection import (
     INSPECT_TIMEOUT,
     HostInfo,
@@ -24,7 +25,7 @@ from colabtunnel.inspection import (
     result,
     stage_error,
 )
-from colabtunnel.launchers import Finding, Opener, Progress, Server
+from colabtunnel.launchers import ConnectionReach, Finding, Opener, Progress, Reach, Server
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask
 
@@ -121,6 +122,14 @@ def _port(profile: Profile, info: HostInfo, want: int | None) -> int:
     )
 
 
+def attach(host: Host, profile: Profile, server: Server, creds: Credentials) -> Reach | None:
+    """Jupyter is on the host: the login connection's own channels reach it."""
+    if not isinstance(host, SSHHost):
+        return None
+    connection = host.connection
+    return ConnectionReach(connection.transport, connection.link_rtt, owned=False)
+
+
 def alive(opener: Opener, server: Server) -> bool | None:
     """Whether Jupyter still accepts connections; None when that cannot be told (link down)."""
     return opener.reaches(server.endpoint)
@@ -170,7 +179,7 @@ def logs(
     return code
 
 
-def check(profile: Profile, info: HostInfo) -> list[Finding]:
+def check(host: Host, profile: Profile, info: HostInfo) -> list[Finding]:
     """doctor's findings about where this launcher would run Jupyter: the port, an earlier server."""
     found = [_port_finding(profile, info)]
     if info.existing and info.existing.alive:

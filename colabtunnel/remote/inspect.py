@@ -216,6 +216,7 @@ info = {
     "ok": True,
     "python": sys.version.split()[0],
     "python_path": sys.executable,
+    "jupyter_path": jupyter,
     "versions": versions(names),
     "uid": os.getuid(),
     "user": os.environ.get("USER") or os.environ.get("LOGNAME"),

@@ -49,6 +49,7 @@ class Session:
     def write_conn(self, port: int, pid: int) -> None:
         data = {
             "node": socket.gethostname(),
+            "address": bind_address(self),  # where Jupyter listens, as seen on the node
             "port": port,
             "pid": pid,
             "flavour": self.job["flavour"],
@@ -57,6 +58,13 @@ class Session:
         with open(temp, "w") as fh:
             json.dump(data, fh)
         os.rename(temp, self.path("conn.json"))
+
+
+def bind_address(session: Session) -> str:
+    """127.0.0.1, or the node's own address when the profile asked for network access."""
+    if session.job.get("bind") == "node":
+        return socket.gethostbyname(socket.gethostname())
+    return "127.0.0.1"
 
 
 def free_port(bind: str) -> int:
@@ -96,8 +104,9 @@ def server_file(session: Session, pid: int) -> Optional[Dict[str, Any]]:
 
 
 def start(session: Session, port: int) -> "subprocess.Popen[bytes]":
+    ip = bind_address(session)
     argv = [session.job["jupyter"]]
-    argv += [arg.replace("{port}", str(port)) for arg in session.job["args"]]
+    argv += [arg.replace("{port}", str(port)).replace("{ip}", ip) for arg in session.job["args"]]
     with open(session.path("jupyter.log"), "ab") as log:
         return subprocess.Popen(
             argv,
@@ -164,7 +173,7 @@ def main(directory: str) -> int:
     signal.signal(signal.SIGINT, on_stop)
 
     deadline = time.time() + float(session.job.get("start_timeout", 600))
-    bind = session.job.get("bind", "127.0.0.1")
+    bind = bind_address(session)
     process = None
     for _ in range(PORT_TRIES):
         process = session.jupyter = start(session, free_port(bind))

@@ -1,0 +1,17 @@
+# shellcheck shell=bash
+# Joined after slurm_session.sh: what the queue, the job's connection file and its own event
+# file say, in sections; and the token, when asked (re-attaching to a live session).
+JOB=$(cat "$SESSION/job" 2>/dev/null)
+printf '%s\n' "@@job" "${JOB%%;*}"
+printf '%s\n' "@@squeue"
+[ -n "$JOB" ] && squeue -h -t all -j "${JOB%%;*}" -o __CT_FORMAT__ 2>&1
+printf '%s\n' "@@conn"
+cat "$SESSION/conn.json" 2>/dev/null
+printf '\n%s\n' "@@events"
+tail -n 50 "$SESSION/events" 2>/dev/null
+WITH_TOKEN=__CT_WITH_TOKEN__
+if [ "$WITH_TOKEN" = yes ]; then
+  printf '\n%s\n' "@@token"
+  cat "$SESSION/token" 2>/dev/null
+fi
+printf '\n%s\n' "@@end"
