@@ -221,8 +221,16 @@ def status(
 
     records = _run(lambda: cmd.status(profile), json_command="status" if json_out else None)
     use = {} if no_gpu else cmd.gpu_use(records)
+    jobs = cmd.job_details(records)
     if json_out:
-        tunnels = [{**r.public(), "gpu_use": cmd.gpu_use_json(use.get(r.profile))} for r in records]
+        tunnels = [
+            {
+                **r.public(),
+                "gpu_use": cmd.gpu_use_json(use.get(r.profile)),
+                "job": jobs.get(r.profile),
+            }
+            for r in records
+        ]
         output.emit_json("status", ok=True, tunnels=tunnels)
         return
     if not records:
@@ -235,6 +243,8 @@ def status(
             f"{r.local_port:>5} {r.remote_port:>6}  {r.host}"
         )
         print(f"{'':<14} {r.url}")
+        for line in cmd.job_lines(jobs[r.profile]) if r.profile in jobs else []:
+            print(f"{'':<14} {line}")
         if r.profile in use:
             for line in use[r.profile].lines(output.where(r.host)):
                 print(f"{'':<14} {line}")

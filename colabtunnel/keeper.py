@@ -232,17 +232,20 @@ def main() -> int:
         log.info("terminated during start-up; cleaning up")
         if tunnel is not None:
             tunnel.abandon_on_failure()
+        _forget_provisional(name)
         return 1
     except ColabtunnelError as exc:
         log.error("start failed: %s", exc.message)
         if tunnel is not None:
             tunnel.abandon_on_failure()
+        _forget_provisional(name)
         reporter.send(type="error", message=exc.message, hint=exc.hint, exit_code=exc.exit_code)
         return exc.exit_code
     except BaseException as exc:
         log.exception("keeper crashed during start-up")
         if tunnel is not None:
             tunnel.abandon_on_failure()
+        _forget_provisional(name)
         reporter.send(
             type="error",
             message=f"internal error: {exc!r}",
@@ -252,6 +255,13 @@ def main() -> int:
     _detach_stdio()
     with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
         return _serve(tunnel, record)
+
+
+def _forget_provisional(name: str) -> None:
+    """A start that failed leaves no record: remove the one written while a job waited."""
+    record = state.read(name)
+    if record is not None and record.keeper_pid == os.getpid():
+        state.remove(name)
 
 
 def _stderr_to(log_file: Path) -> None:

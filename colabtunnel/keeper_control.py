@@ -5,7 +5,8 @@ The keeper listens on a Unix socket beside its state record (state/PROFILE.sock:
 connection it already holds (no second login, no new prompt). The asker never waits longer than
 its timeout, so `status` cannot hang on a keeper that is busy, stuck or gone.
 
-Questions are a fixed table (`handlers`); today: "gpus", the GPUs' use now.
+Questions are a fixed table (`handlers`): "gpus", the GPUs' use now; "job", what the launcher says
+beyond the tunnel (a Slurm job's state and time left).
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ def tunnel_handlers(tunnel: Tunnel) -> dict[str, Handler]:
         report = gpus.use_now(host, info.python_path, info.gpus, GPU_QUERY_S, SCRIPT_MARGIN_S)
         return {"ok": True, "gpus": report.to_json()}
 
-    return {"gpus": gpu_use}
+    def job() -> dict[str, Any]:
+        if tunnel.connection is not None and not tunnel.connection.alive:
+            return {"ok": False, "reason": "the SSH connection is down (reconnecting)"}
+        return {"ok": True, "job": tunnel.launcher_details()}
+
+    return {"gpus": gpu_use, "job": job}
 
 
 @contextlib.contextmanager

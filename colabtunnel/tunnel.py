@@ -276,6 +276,12 @@ class Tunnel:
             return True
         return None if self.reach is None else self.reach.reaches(endpoint)
 
+    def launcher_details(self) -> dict[str, Any] | None:
+        """What the launcher says beyond the tunnel (a job's state and time left) for `status`."""
+        if self.host is None or self.opened is None:
+            return None
+        return self.launcher.details(self.host, self.profile, self.opened.server.handle)
+
     def drop_connection(self) -> None:
         self._connected.clear()
         if self.connection is not None:

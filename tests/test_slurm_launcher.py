@@ -67,9 +67,229 @@ def test_up_in_a_job_probe_status_down(cluster_env: tuple[Env, SlurmCluster], ac
     session = cluster.user.home / ".colabtunnel" / "slurm" / "hpc"
     assert session.is_dir() and (session / "token").stat().st_mode & 0o777 == 0o600
     assert session.stat().st_mode & 0o777 == 0o700
+    shown = json.loads(env.run("status", "hpc", "--json", check=True).stdout)["tunnels"][0]
+    assert shown["job"]["job"] == job and shown["job"]["state"] == "RUNNING"
+    assert shown["job"]["node"] == "node1" and shown["job"]["left_s"] > 0
+    human = env.run("status", "hpc", check=True).stdout
+    assert f"job {job} RUNNING on node1" in human and "left" in human
     down = env.run("down", "hpc", timeout=180)
     assert down.returncode == 0, down.stderr
     wait_for(lambda: _squeue(cluster, job) == "", timeout=30)
     assert not session.exists()
     assert not leftover_processes(env)
     print(f"up through {access} in {took:.1f} s")
+
+
+def _up_fails(env: Env, name: str, timeout: float = 180) -> tuple[str, float]:
+    started = time.monotonic()
+    done = env.run("up", name, timeout=timeout)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr, time.monotonic() - started
+
+
+def _nothing_left(env: Env, cluster: SlurmCluster, name: str) -> None:
+    user_jobs = cluster.admin("squeue", "-h", "-u", cluster.user.name, "-o", "%i %T").stdout
+    assert user_jobs.strip() == "", user_jobs
+    assert not (cluster.user.home / ".colabtunnel" / "slurm" / name).exists()
+    assert not (env.ct_home / "state" / f"{name}.json").exists()
+    assert not leftover_processes(env)
+
+
+def test_a_job_that_cannot_start_yet_gives_up_at_queue_timeout(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "later", extra_args=["--begin=now+1hour"], queue_timeout="20s")
+    stderr, took = _up_fails(env, "later")
+    assert "PENDING (BeginTime: its start time has not come yet)" in stderr
+    assert "queue_timeout" in stderr and "it was cancelled" in stderr
+    assert 20 <= took < 60, took
+    _nothing_left(env, cluster, "later")
+
+
+def test_a_request_that_can_never_start_fails_at_once(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "toolong", time="2:00:00", queue_timeout="10m")
+    stderr, took = _up_fails(env, "toolong")
+    assert "cannot start" in stderr and (
+        "PartitionTimeLimit" in stderr or "PartitionConfig" in stderr
+    )
+    assert took < 40, took
+    _nothing_left(env, cluster, "toolong")
+
+
+def test_sbatch_rejection_is_its_own_error_line(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "greedy", gpus=9)
+    stderr, _ = _up_fails(env, "greedy")
+    assert (
+        "error: sbatch refused the job: sbatch: error: Batch job submission failed: "
+        "Requested node configuration is not available"
+    ) in stderr
+    _nothing_left(env, cluster, "greedy")
+
+
+def _up(env: Env, name: str) -> dict:
+    done = env.run("up", name, "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["tunnel"]
+
+
+def _job_status(env: Env, name: str) -> dict:
+    tunnels = json.loads(env.run("status", name, "--json", check=True).stdout)["tunnels"]
+    return tunnels[0]["job"] if tunnels else {}
+
+
+def test_status_warns_near_the_time_limit_then_says_timeout(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    """`--time=2` is inside the 10-minute warning from the start: Slurm sends the job its USR1
+    at its next limit check (every 30 s); then the job is ended as Slurm ends jobs at their limit
+    (`EndTime=now`, checked on the same 30-s beat)."""
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "short", time="2")
+    job = _up(env, "short")["handle"]["job"]
+    wait_for(lambda: _job_status(env, "short").get("warning"), timeout=60, interval=2)
+    human = env.run("status", "short", check=True).stdout
+    assert "warning:" in human and "the kernel (its variables) ends with the job" in human
+    cluster.admin("scontrol", "update", f"JobId={job}", "EndTime=now")
+    wait_for(lambda: "TIMEOUT" in (_job_status(env, "short").get("ended") or ""), timeout=90)
+    assert (
+        f"job {job} ended: TIMEOUT: the job reached its time limit"
+        in env.run("status", "short", check=True).stdout
+    )
+
+
+def test_a_job_cancelled_from_outside_is_reported(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "outside")
+    job = _up(env, "outside")["handle"]["job"]
+    cluster.ssh(cluster.user, f"scancel {job}")
+    wait_for(lambda: "CANCELLED" in (_job_status(env, "outside").get("ended") or ""), timeout=60)
+    assert "job was cancelled" in _job_status(env, "outside")["ended"]
+
+
+def test_the_token_is_nowhere_another_cluster_user_can_look(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "private")
+    tunnel = _up(env, "private")
+    token, job = tunnel["url"].split("token=")[1], tunnel["handle"]["job"]
+    session = cluster.user.home / ".colabtunnel" / "slurm" / "private"
+    other = cluster.other
+    fields = ",".join(
+        f"{f}:300"
+        for f in (
+            "JobID",
+            "Name",
+            "Command",
+            "WorkDir",
+            "StdOut",
+            "StdErr",
+            "Comment",
+            "Reason",
+            "Dependency",
+            "Licenses",
+            "Feature",
+            "Account",
+            "QOS",
+            "Partition",
+            "TRES",
+        )
+    )
+    looks = [
+        f"squeue -a -O {fields}",
+        f"scontrol show job -dd {job}",
+        f"scontrol show step {job}.0 2>&1; scontrol show job {job} --json 2>&1 | head -c 100000",
+        "ps -eo args",
+        f"ls -la {session} 2>&1; cat {session}/* 2>&1",
+        f"cat {session}/job.out 2>&1; cat {session}/token 2>&1",
+    ]
+    for command in looks:
+        seen = cluster.ssh(other, command, check=False)
+        assert token not in seen.stdout + seen.stderr, command
+    node_ps = __import__("subprocess").run(
+        cluster.on_node("ps", "-eo", "args"), capture_output=True, text=True, timeout=30
+    )
+    assert node_ps.returncode == 0 and "jupyter" in node_ps.stdout
+    assert token not in node_ps.stdout
+    assert "Permission denied" in cluster.ssh(other, f"cat {session}/token", check=False).stderr
+
+
+def test_srun_access_needs_no_forwarding_on_the_login_node(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    env, cluster = cluster_env
+    with cluster.extra_login_sshd(forwarding="no") as login:
+        env.known_hosts.write_text(env.known_hosts.read_text() + login.known_hosts_line())
+        _cluster_profile(env, cluster, "nofwd", access="srun")
+        _cluster_profile(env, cluster, "nofwd-ssh", access="node-ssh")
+        text = env.profiles.read_text().replace(
+            f"port = {cluster.login.port}", f"port = {login.port}"
+        )
+        env.profiles.write_text(text)
+        tunnel = _up(env, "nofwd")
+        token = tunnel["url"].split("token=")[1]
+        assert run_probe(f"http://127.0.0.1:{tunnel['local_port']}/", token).ok
+        env.run("down", "nofwd", check=True, timeout=180)
+        # the control: SSH into the node needs the login node to forward, and this one refuses
+        stderr, _ = _up_fails(env, "nofwd-ssh")
+        assert "cannot reach Jupyter on node1" in stderr
+        _nothing_left(env, cluster, "nofwd-ssh")
+
+
+def test_a_killed_keeper_then_up_reattaches_to_the_same_job(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    import os
+    import signal
+
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "again")
+    first = _up(env, "again")
+    os.kill(first["keeper_pid"], signal.SIGKILL)
+    second = _up(env, "again")
+    assert second["url"] == first["url"]
+    assert second["handle"]["job"] == first["handle"]["job"]
+    jobs = cluster.admin("squeue", "-h", "-u", cluster.user.name, "-o", "%i").stdout.split()
+    assert jobs == [first["handle"]["job"]]
+    token = second["url"].split("token=")[1]
+    assert run_probe(f"http://127.0.0.1:{second['local_port']}/", token).ok
+
+
+def test_ctrl_c_while_queued_cancels_the_job(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    import signal
+
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "waiting", extra_args=["--begin=now+1hour"])
+    up = env.popen("up", "waiting")
+    assert up.stderr is not None
+    seen = ""
+    while "PENDING" not in seen:
+        line = up.stderr.readline()
+        assert line, seen
+        seen += line
+    queued = cluster.admin("squeue", "-h", "-u", cluster.user.name, "-o", "%i").stdout.split()
+    assert len(queued) == 1
+    up.send_signal(signal.SIGINT)
+    assert up.wait(90) == 130
+    wait_for(lambda: _squeue(cluster, queued[0]) == "", timeout=30)
+    _nothing_left(env, cluster, "waiting")
+
+
+def test_doctor_checks_the_cluster(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "checkup", partition=cluster.partition, gpus=1)
+    done = env.run("doctor", "checkup", "--json", timeout=120)
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    for name in ("slurm", "partition", "request", "session-root"):
+        assert checks[name]["status"] == "pass", checks[name]
+    _cluster_profile(env, cluster, "nonsense", gpus=9)
+    done = env.run("doctor", "nonsense", "--json", timeout=120)
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["request"]["status"] == "fail"
+    assert "Requested node configuration is not available" in checks["request"]["detail"]

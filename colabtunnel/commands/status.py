@@ -57,6 +57,50 @@ def gpu_use(records: list[state.Record]) -> dict[str, GpuUse]:
     return found
 
 
+def job_details(records: list[state.Record]) -> dict[str, dict[str, Any]]:
+    """For tunnels whose launcher has more to say (a Slurm job): what its keeper sees now, asked
+    in parallel; a keeper that cannot answer gives `problem` instead."""
+    from colabtunnel import keeper_control
+
+    found: dict[str, dict[str, Any]] = {}
+
+    def ask(record: state.Record) -> None:
+        try:
+            answer = keeper_control.ask(record.profile, "job")
+        except keeper_control.Unavailable as exc:
+            found[record.profile] = {"problem": str(exc)}
+            return
+        if answer.get("ok") and isinstance(answer.get("job"), dict):
+            found[record.profile] = answer["job"]
+        elif not answer.get("ok"):
+            found[record.profile] = {"problem": str(answer.get("reason") or "no answer")}
+
+    asking = [r for r in records if r.launcher != "direct"]
+    threads = [threading.Thread(target=ask, args=(r,), daemon=True) for r in asking]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return found
+
+
+def job_lines(details: dict[str, Any]) -> list[str]:
+    """`job 4242 RUNNING on node1 · 12:01 used, 3:47:59 left`, a warning, or why it ended."""
+    if "problem" in details:
+        return [f"job: unknown now ({details['problem']})"]
+    if details.get("ended"):
+        return [f"job {details.get('job')} ended: {details['ended']}"]
+    line = f"job {details.get('job')} {details.get('state')}"
+    if details.get("node"):
+        line += f" on {details['node']}"
+    if details.get("used") is not None:
+        line += f" · {details['used']} used, {details.get('left')} left"
+    lines = [line]
+    if details.get("warning"):
+        lines.append(f"warning: {details['warning']}")
+    return lines
+
+
 def _ask_keeper(profile: str) -> GpuUse:
     from colabtunnel import keeper_control
 

@@ -166,6 +166,11 @@ class Launcher(Protocol):
     def check(self, host: Host, profile: Profile, info: HostInfo) -> list[Finding]:
         """doctor's findings about this launcher's pre-conditions."""
 
+    def details(
+        self, host: Host, profile: Profile, handle: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What `status` shows beyond the tunnel (a job: state, node, time left, why it ended)."""
+
 
 def _load() -> dict[str, ModuleType]:
     from colabtunnel.launchers import direct, slurm

@@ -179,6 +179,11 @@ def logs(
     return code
 
 
+def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, Any] | None:
+    """Nothing beyond the tunnel: Jupyter runs on the host for as long as nobody stops it."""
+    return None
+
+
 def check(host: Host, profile: Profile, info: HostInfo) -> list[Finding]:
     """doctor's findings about where this launcher would run Jupyter: the port, an earlier server."""
     found = [_port_finding(profile, info)]

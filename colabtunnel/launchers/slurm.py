@@ -467,6 +467,36 @@ def logs(
     return code
 
 
+def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, Any] | None:
+    """The job now: state, node, time used and left (a warning under 10 minutes), or why it
+    ended (squeue's last word, then the job's own events)."""
+    found = status(host, profile)
+    job = str(handle.get("job") or found.job or "")
+    state = found.state if found.job == job else None
+    left_s = queue.slurm_seconds(state.left) if state else None
+    ended = None
+    if state is None or not state.active:
+        ended = queue.ended_why(state.state if state else None, None, found.events)
+    warned = any(event.name == "warn" for event in found.events)
+    warning = None
+    if ended is None and (warned or (left_s is not None and left_s < WARN_LEFT_S)):
+        left = queue.short_duration(left_s) if left_s is not None else "little time"
+        warning = (
+            f"{left} left in job {job}: the kernel (its variables) ends with the job; "
+            "the notebook itself stays in Colab"
+        )
+    return {
+        "job": job,
+        "state": state.state if state else None,
+        "node": state.node if state else handle.get("node"),
+        "used": state.used if state else None,
+        "left": state.left if state else None,
+        "left_s": left_s,
+        "warning": warning,
+        "ended": ended,
+    }
+
+
 def check(host: Host, profile: Profile, info: HostInfo) -> list[Finding]:
     """doctor: the Slurm commands, the partition, the request (sbatch --test-only), the session
     directory, and what `srun` access needs."""
