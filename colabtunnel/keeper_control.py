@@ -79,7 +79,8 @@ def tunnel_handlers(tunnel: Tunnel) -> dict[str, Handler]:
             return {"ok": False, "reason": "the tunnel is not open"}
         if not host.is_local and not (tunnel.connection and tunnel.connection.alive):
             return {"ok": False, "reason": "the SSH connection is down (reconnecting)"}
-        report = gpus.use_now(host, info.python_path, info.gpus, GPU_QUERY_S, SCRIPT_MARGIN_S)
+        where = tunnel.node_host() or host
+        report = gpus.use_now(where, info.python_path, info.gpus, GPU_QUERY_S, SCRIPT_MARGIN_S)
         return {"ok": True, "gpus": report.to_json()}
 
     def job() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -98,8 +98,6 @@ class Opened:
 
 def local_jupyter(profile: Profile) -> Profile:
     """For `local`, prefer the jupyter installed beside this Python (the venv colabtunnel runs in)."""
-    from dataclasses import replace
-
     if profile.jupyter != "jupyter":
         return profile
     candidate = Path(sys.executable).with_name("jupyter")
@@ -142,6 +140,8 @@ class Tunnel:
             self.host = self.connect_host()
             server = self._ensure_server()
             self.reach = self.launcher.attach(self.host, self.profile, server, self.creds)
+            if server.gpus is not None and self.host_info is not None:  # where Jupyter runs
+                self.host_info = replace(self.host_info, gpus=server.gpus)
             if listener is not None:
                 self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
                 listener = None
@@ -275,6 +275,12 @@ class Tunnel:
                 return False
             return True
         return None if self.reach is None else self.reach.reaches(endpoint)
+
+    def node_host(self) -> Host | None:
+        """Where Jupyter runs, to run a command there (the host itself, or a job's node)."""
+        if self.host is None or self.opened is None:
+            return None
+        return self.launcher.node_host(self.host, self.opened.server)
 
     def launcher_details(self) -> dict[str, Any] | None:
         """What the launcher says beyond the tunnel (a job's state and time left) for `status`."""

@@ -18,7 +18,9 @@ from tests.slurm_cluster import SlurmCluster
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
 
-def _cluster_profile(env: Env, cluster: SlurmCluster, name: str, **slurm: object) -> None:
+def _cluster_profile(
+    env: Env, cluster: SlurmCluster, name: str, activate: str = "", **slurm: object
+) -> None:
     if cluster.python_env is None:
         pytest.skip("no Python the cluster users can run (see tests/slurm_cluster.py)")
     env.known_hosts.write_text(env.known_hosts.read_text() + cluster.login.known_hosts_line())
@@ -28,7 +30,7 @@ def _cluster_profile(env: Env, cluster: SlurmCluster, name: str, **slurm: object
         port=cluster.login.port,
         user=cluster.user.name,
         identity_file=str(cluster.user.laptop_key),
-        activate=f"source {cluster.python_env}/bin/activate",
+        activate=f"source {cluster.python_env}/bin/activate{activate}",
         launcher="slurm",
     )
     lines = [f"[profiles.{name}.slurm]"]
@@ -293,3 +295,25 @@ def test_doctor_checks_the_cluster(cluster_env: tuple[Env, SlurmCluster]) -> Non
     checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
     assert checks["request"]["status"] == "fail"
     assert "Requested node configuration is not available" in checks["request"]["detail"]
+
+
+def test_the_gpus_shown_are_the_jobs_node(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    """`up` and `status` name the GPUs of the node the job runs on, not the login node's."""
+    env, cluster = cluster_env
+    tools = cluster.user.home / "fake-gpu-tools"
+    tools.mkdir(exist_ok=True)
+    fake = tools / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "0, NVIDIA H100 on $(hostname) gpus=${CUDA_VISIBLE_DEVICES:-none}, 81559, 1024, 7, 550.54"\n'
+    )
+    fake.chmod(0o755)
+    import shutil
+
+    shutil.chown(tools, cluster.user.name)
+    _cluster_profile(env, cluster, "gpus", activate=f" && export PATH={tools}:$PATH", gpus=1)
+    done = env.run("up", "gpus", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "GPU 0  NVIDIA H100 on node1 gpus=0" in done.stderr
+    shown = json.loads(env.run("status", "gpus", "--json", check=True).stdout)["tunnels"][0]
+    assert "on node1" in shown["gpu_use"]["gpus"][0]["name"], shown["gpu_use"]

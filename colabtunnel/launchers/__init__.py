@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from colabtunnel.errors import ConfigError
 from colabtunnel.findings import Finding
+from colabtunnel.gpus import GpuReport
 
 if TYPE_CHECKING:
     from colabtunnel import state
@@ -50,6 +51,8 @@ class Server:
     handle: dict[str, Any] = field(default_factory=dict)  # the launcher's own: pid, job, node
     reattached: bool = False
     ready_s: float | None = None
+    # The GPUs where Jupyter runs, when that is not the inspected host (a job's compute node)
+    gpus: GpuReport | None = None
 
     @property
     def port(self) -> int:
@@ -165,6 +168,9 @@ class Launcher(Protocol):
 
     def check(self, host: Host, profile: Profile, info: HostInfo) -> list[Finding]:
         """doctor's findings about this launcher's pre-conditions."""
+
+    def node_host(self, host: Host, server: Server) -> Host:
+        """Where Jupyter runs, to run a command there (the GPUs' use now for `status`)."""
 
     def details(
         self, host: Host, profile: Profile, handle: dict[str, Any]

@@ -179,6 +179,11 @@ def logs(
     return code
 
 
+def node_host(host: Host, server: Server) -> Host:
+    """Jupyter runs on the host itself."""
+    return host
+
+
 def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, Any] | None:
     """Nothing beyond the tunnel: Jupyter runs on the host for as long as nobody stops it."""
     return None

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from colabtunnel import flavours, hostconfig, remote
+from colabtunnel.connection import RunResult
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, WARN, Finding
 from colabtunnel.flavours import Flavour
+from colabtunnel.gpus import GpuReport
 from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.inspection import INSPECT_TIMEOUT, HostInfo
 from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server
@@ -74,6 +76,7 @@ class Status:
     conn: dict[str, Any] | None
     events: list[queue.Event]
     token: str | None
+    gpus: GpuReport | None = None  # what the job saw on its node
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -106,12 +109,16 @@ def status(host: Host, profile: Profile, with_token: bool = False) -> Status:
     token = parts.get("token") or None
     if token:
         register(token)
+    gpus = None
+    with contextlib.suppress(ValueError):
+        gpus = GpuReport.from_json(json.loads(parts["gpus"])) if parts.get("gpus") else None
     return Status(
         job=job,
         state=queue.parse_squeue(parts.get("squeue", ""), job) if job else None,
         conn=conn if isinstance(conn, dict) else None,
         events=queue.parse_events(parts.get("events", "")),
         token=token,
+        gpus=gpus,
     )
 
 
@@ -313,6 +320,7 @@ def _wait(
                     handle=server_handle,
                     reattached=reattached,
                     ready_s=time.monotonic() - running_since,
+                    gpus=found.gpus,
                 )
             starting = time.monotonic() - running_since
             if starting > settings.start_timeout_s:
@@ -418,6 +426,35 @@ def _cluster_known_hosts(host: Host) -> str:
         INSPECT_TIMEOUT,
     )
     return done.stdout
+
+
+class NodeHost:
+    """A Host whose scripts run on the job's compute node: an `srun --overlap` step, sent from
+    the login node (the script on its stdin, as for any host)."""
+
+    is_local = False
+
+    def __init__(self, login: Host, job: str, node: str | None) -> None:
+        self.login = login
+        self.job = job
+        self.name = node or f"the node of job {job}"
+
+    def _wrapped(self, script: str) -> str:
+        return (
+            f"exec srun --jobid={remote.quote(self.job)} --overlap -N1 -n1 -Q bash -s "
+            f"<<'CT_NODE_EOF'\n{script}\nCT_NODE_EOF\n"
+        )
+
+    def run_script(self, script: str, timeout: float) -> RunResult:
+        return self.login.run_script(self._wrapped(script), timeout)
+
+    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int:
+        return self.login.stream_script(self._wrapped(script), sink)
+
+
+def node_host(host: Host, server: Server) -> Host:
+    """The job's node: scripts go through an srun step of the job."""
+    return NodeHost(host, str(server.handle.get("job")), server.handle.get("node"))
 
 
 def alive(opener: Opener, server: Server) -> bool | None:

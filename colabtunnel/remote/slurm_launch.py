@@ -9,6 +9,7 @@ It writes there:
   events     `EPOCH NAME DETAIL` lines: start, jupyter, warn (time limit near), term, exit
              (finished jobs vanish from squeue, and sacct needs a database many sites lack)
   conn.json  node, port, pid, flavour: written atomically once Jupyter has bound its port
+  gpus.json  the node's GPUs as nvidia-smi (or rocm-smi) sees them inside the job
   jupyter.log
 
 It picks a free port on the node, and if another process takes it first (Jupyter then says the
@@ -25,6 +26,9 @@ import subprocess
 import sys
 import time
 from typing import Any, Dict, Optional
+
+# The node's GPUs (those this job may use): the query starts here, beside Jupyter's start-up.
+from colabtunnel.remote.gpu_query import gpus  # host: inline
 
 PORT_TRIES = 5
 
@@ -46,6 +50,12 @@ class Session:
         with open(self.path("events"), "a") as fh:
             fh.write(f"{time.time():.3f} {name} {detail}\n")
 
+    def write_json(self, name: str, data: Dict[str, Any]) -> None:
+        temp = self.path(name + ".tmp")
+        with open(temp, "w") as fh:
+            json.dump(data, fh)
+        os.rename(temp, self.path(name))
+
     def write_conn(self, port: int, pid: int) -> None:
         data = {
             "node": socket.gethostname(),
@@ -54,10 +64,7 @@ class Session:
             "pid": pid,
             "flavour": self.job["flavour"],
         }
-        temp = self.path("conn.json.tmp")
-        with open(temp, "w") as fh:
-            json.dump(data, fh)
-        os.rename(temp, self.path("conn.json"))
+        self.write_json("conn.json", data)
 
 
 def bind_address(session: Session) -> str:
@@ -181,6 +188,7 @@ def main(directory: str) -> int:
         if session.stop_signal:
             return stopped(session)
         if port is not None:
+            session.write_json("gpus.json", gpus())  # before conn.json: read together
             session.write_conn(port, process.pid)
             session.event("jupyter", f"port {port} pid {process.pid}")
             break

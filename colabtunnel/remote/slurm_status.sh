@@ -7,6 +7,8 @@ printf '%s\n' "@@squeue"
 [ -n "$JOB" ] && squeue -h -t all -j "${JOB%%;*}" -o __CT_FORMAT__ 2>&1
 printf '%s\n' "@@conn"
 cat "$SESSION/conn.json" 2>/dev/null
+printf '\n%s\n' "@@gpus"
+cat "$SESSION/gpus.json" 2>/dev/null
 printf '\n%s\n' "@@events"
 tail -n 50 "$SESSION/events" 2>/dev/null
 WITH_TOKEN=__CT_WITH_TOKEN__
