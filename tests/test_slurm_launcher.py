@@ -5,15 +5,22 @@ not the login node's, and every way to it must really hop)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from colabtunnel.probe import run_probe
 from tests.conftest import Env, leftover_processes, wait_for
 from tests.slurm_cluster import SlurmCluster
+from tests.test_reliability import Kernel
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
@@ -214,7 +221,7 @@ def test_the_token_is_nowhere_another_cluster_user_can_look(
     for command in looks:
         seen = cluster.ssh(other, command, check=False)
         assert token not in seen.stdout + seen.stderr, command
-    node_ps = __import__("subprocess").run(
+    node_ps = subprocess.run(
         cluster.on_node("ps", "-eo", "args"), capture_output=True, text=True, timeout=30
     )
     assert node_ps.returncode == 0 and "jupyter" in node_ps.stdout
@@ -247,7 +254,6 @@ def test_srun_access_needs_no_forwarding_on_the_login_node(
 def test_a_killed_keeper_then_up_reattaches_to_the_same_job(
     cluster_env: tuple[Env, SlurmCluster],
 ) -> None:
-    import os
     import signal
 
     env, cluster = cluster_env
@@ -264,7 +270,6 @@ def test_a_killed_keeper_then_up_reattaches_to_the_same_job(
 
 
 def test_ctrl_c_while_queued_cancels_the_job(cluster_env: tuple[Env, SlurmCluster]) -> None:
-    import signal
 
     env, cluster = cluster_env
     _cluster_profile(env, cluster, "waiting", extra_args=["--begin=now+1hour"])
@@ -308,7 +313,6 @@ def test_the_gpus_shown_are_the_jobs_node(cluster_env: tuple[Env, SlurmCluster])
         'echo "0, NVIDIA H100 on $(hostname) gpus=${CUDA_VISIBLE_DEVICES:-none}, 81559, 1024, 7, 550.54"\n'
     )
     fake.chmod(0o755)
-    import shutil
 
     shutil.chown(tools, cluster.user.name)
     _cluster_profile(env, cluster, "gpus", activate=f" && export PATH={tools}:$PATH", gpus=1)
@@ -317,3 +321,52 @@ def test_the_gpus_shown_are_the_jobs_node(cluster_env: tuple[Env, SlurmCluster])
     assert "GPU 0  NVIDIA H100 on node1 gpus=0" in done.stderr
     shown = json.loads(env.run("status", "gpus", "--json", check=True).stdout)["tunnels"][0]
     assert "on node1" in shown["gpu_use"]["gpus"][0]["name"], shown["gpu_use"]
+
+
+def _sessions_of(config: Path) -> list[psutil.Process]:
+    """The session processes of the sshd started with `config` (not the listener itself)."""
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "-f" in cmdline and str(config) in cmdline:
+            found += proc.children(recursive=True)
+    return found
+
+
+def test_a_dropped_login_connection_is_rebuilt_with_a_new_bridge_and_a_silent_scheduler_is_unknown(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    import signal
+
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "steady", access="srun")
+    text = env.profiles.read_text().replace(
+        'launcher = "slurm"', 'launcher = "slurm"\nkeepalive = 2'
+    )
+    env.profiles.write_text(text)
+    tunnel = _up(env, "steady")
+    port, token = tunnel["local_port"], tunnel["url"].split("token=")[1]
+    kernel = Kernel(port, token)
+    kernel.run("x = 41")
+    sessions = _sessions_of(cluster.login.config)
+    assert sessions
+    for proc in sessions:
+        proc.kill()  # the login connection (and the srun step under it) drops
+    wait_for(lambda: _job_status(env, "steady").get("state") == "RUNNING", timeout=60, interval=1)
+    assert kernel.run("print(x + 1)").strip() == "42"  # same URL, same kernel, a new bridge
+    ctld = next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "slurmctld" in " ".join(p.info["cmdline"] or [])
+        and str(cluster.conf) in " ".join(p.info["cmdline"] or [])
+    )
+    os.kill(ctld.pid, signal.SIGSTOP)
+    try:
+        shown = _job_status(env, "steady")
+        assert shown["state"].startswith("unknown (scheduler unreachable"), shown
+        assert shown["ended"] is None
+        assert kernel.run("print(x)").strip() == "41"  # the tunnel does not care
+    finally:
+        os.kill(ctld.pid, signal.SIGCONT)
+    wait_for(lambda: _job_status(env, "steady").get("state") == "RUNNING", timeout=60, interval=1)

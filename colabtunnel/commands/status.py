@@ -57,6 +57,9 @@ def gpu_use(records: list[state.Record]) -> dict[str, GpuUse]:
     return found
 
 
+JOB_ASK_S = 9.0  # the login node gives squeue 5 s, then it is "scheduler unreachable"
+
+
 def job_details(records: list[state.Record]) -> dict[str, dict[str, Any]]:
     """For tunnels whose launcher has more to say (a Slurm job): what its keeper sees now, asked
     in parallel; a keeper that cannot answer gives `problem` instead."""
@@ -66,7 +69,7 @@ def job_details(records: list[state.Record]) -> dict[str, dict[str, Any]]:
 
     def ask(record: state.Record) -> None:
         try:
-            answer = keeper_control.ask(record.profile, "job")
+            answer = keeper_control.ask(record.profile, "job", timeout=JOB_ASK_S)
         except keeper_control.Unavailable as exc:
             found[record.profile] = {"problem": str(exc)}
             return

@@ -77,6 +77,8 @@ class Status:
     events: list[queue.Event]
     token: str | None
     gpus: GpuReport | None = None  # what the job saw on its node
+    # squeue did not answer (slurmctld down or busy): the job's state is unknown, not "gone"
+    unreachable: str | None = None
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -112,7 +114,12 @@ def status(host: Host, profile: Profile, with_token: bool = False) -> Status:
     gpus = None
     with contextlib.suppress(ValueError):
         gpus = GpuReport.from_json(json.loads(parts["gpus"])) if parts.get("gpus") else None
+    unreachable = None
+    if parts.get("squeue-status", "0") not in ("", "0"):
+        said = parts.get("squeue", "").strip().splitlines()
+        unreachable = said[-1] if said else f"squeue exited {parts['squeue-status']}"
     return Status(
+        unreachable=unreachable,
         job=job,
         state=queue.parse_squeue(parts.get("squeue", ""), job) if job else None,
         conn=conn if isinstance(conn, dict) else None,
@@ -286,6 +293,17 @@ def _wait(
         found = status(host, profile)
         state = found.state
         waited = time.monotonic() - started
+        if found.unreachable is not None:
+            if waited > settings.queue_timeout_s:
+                raise ColabtunnelError(
+                    f"the scheduler did not answer for {queue.short_duration(waited)}: "
+                    f"{found.unreachable}; job {job} is being cancelled",
+                    hint="try again when the cluster's scheduler answers (`squeue` on the login node)",
+                )
+            progress.step(f"unknown (scheduler unreachable: {found.unreachable})")
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_MAX_S)
+            continue
         if state is None or not state.active:
             why = queue.ended_why(state.state if state else None, None, found.events)
             raise ColabtunnelError(
@@ -509,6 +527,17 @@ def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, A
     ended (squeue's last word, then the job's own events)."""
     found = status(host, profile)
     job = str(handle.get("job") or found.job or "")
+    if found.unreachable is not None:
+        return {
+            "job": job,
+            "state": f"unknown (scheduler unreachable: {found.unreachable})",
+            "node": handle.get("node"),
+            "used": None,
+            "left": None,
+            "left_s": None,
+            "warning": None,
+            "ended": None,
+        }
     state = found.state if found.job == job else None
     left_s = queue.slurm_seconds(state.left) if state else None
     ended = None

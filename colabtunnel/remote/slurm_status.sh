@@ -4,7 +4,13 @@
 JOB=$(cat "$SESSION/job" 2>/dev/null)
 printf '%s\n' "@@job" "${JOB%%;*}"
 printf '%s\n' "@@squeue"
-[ -n "$JOB" ] && squeue -h -t all -j "${JOB%%;*}" -o __CT_FORMAT__ 2>&1
+SQUEUE_STATUS=0
+if [ -n "$JOB" ]; then
+  # a scheduler that does not answer is "unknown", not a reason to wait on it for long
+  LIMIT=; command -v timeout >/dev/null 2>&1 && LIMIT="timeout 5"
+  $LIMIT squeue -h -t all -j "${JOB%%;*}" -o __CT_FORMAT__ 2>&1 || SQUEUE_STATUS=$?
+fi
+printf '%s\n' "@@squeue-status" "$SQUEUE_STATUS"
 printf '%s\n' "@@conn"
 cat "$SESSION/conn.json" 2>/dev/null
 printf '\n%s\n' "@@gpus"
