@@ -370,3 +370,34 @@ def test_a_dropped_login_connection_is_rebuilt_with_a_new_bridge_and_a_silent_sc
     finally:
         os.kill(ctld.pid, signal.SIGCONT)
     wait_for(lambda: _job_status(env, "steady").get("state") == "RUNNING", timeout=60, interval=1)
+
+
+def test_network_access_says_plainly_what_it_exposes(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "open", access="network")
+    done = env.run("up", "open", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "every user of the cluster can reach its port: the token is the only guard" in done.stderr
+    )
+    tunnel = json.loads(done.stdout)["tunnel"]
+    token = tunnel["url"].split("token=")[1]
+    assert run_probe(f"http://127.0.0.1:{tunnel['local_port']}/", token).ok
+    listening = subprocess.run(
+        cluster.on_node("ss", "-ltnH"), capture_output=True, text=True, timeout=30
+    ).stdout
+    assert f"{cluster.node_address}:{tunnel['remote_port']}" in listening
+
+
+def test_auto_access_remembers_what_reached_the_node(cluster_env: tuple[Env, SlurmCluster]) -> None:
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "auto", access="auto")
+    first = _up(env, "auto")
+    assert first["handle"]["access_used"] == "node-ssh"  # the faster one, where it works
+    remembered = json.loads((env.ct_home / "state" / "slurm-access.json").read_text())
+    assert remembered == {"auto": "node-ssh"}
+    assert (env.ct_home / "state" / "slurm-access.json").stat().st_mode & 0o777 == 0o600
+    env.run("down", "auto", check=True, timeout=180)
+    # what worked last is tried first: had srun worked last time, it is used again
+    (env.ct_home / "state" / "slurm-access.json").write_text(json.dumps({"auto": "srun"}))
+    assert _up(env, "auto")["handle"]["access_used"] == "srun"
