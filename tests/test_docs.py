@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from colabtunnel import profiles
+from colabtunnel.launchers import slurm_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "colabtunnel"
@@ -462,7 +463,17 @@ def test_every_profile_key_is_documented_in_the_readme_and_the_example() -> None
     reference = _section(README.read_text(), PROFILES_REFERENCE)
     example = EXAMPLE.read_text()
     not_in_readme = [k for k in keys if f"`{k}`" not in reference]
-    not_in_example = [k for k in keys if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)]
+    # a key, or a table of keys ([profiles.NAME.slurm]) with each of its own keys in it
+    not_in_example = [
+        k
+        for k in keys
+        if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
+        and not re.search(rf"(?m)^\[profiles\.[^\]]+\.{re.escape(k)}\]", example)
+    ]
+    slurm_keys = list(slurm_settings._CHECKS)
+    not_in_example += [
+        f"slurm.{k}" for k in slurm_keys if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
+    ]
     assert not not_in_readme, f"keys missing from README.md '{PROFILES_REFERENCE}': {not_in_readme}"
     assert not not_in_example, (
         f"keys with no `key = ...` line in profiles.example.toml: {not_in_example}"
