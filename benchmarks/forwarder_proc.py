@@ -150,7 +150,7 @@ def main() -> None:
     tuned = os.environ.get("BENCH_TUNE", "1") != "0"
     opener = conn.open_tuned_forward if tuned else conn.open_forward
     fwd = forwarder.Forwarder(
-        forwarder.bind_listener(0), lambda origin: opener(remote_port, origin)
+        forwarder.bind_listener(0), lambda origin: opener(("127.0.0.1", remote_port), origin)
     ).start()
 
     stop = threading.Event()

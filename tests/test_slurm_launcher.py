@@ -401,3 +401,37 @@ def test_auto_access_remembers_what_reached_the_node(cluster_env: tuple[Env, Slu
     # what worked last is tried first: had srun worked last time, it is used again
     (env.ct_home / "state" / "slurm-access.json").write_text(json.dumps({"auto": "srun"}))
     assert _up(env, "auto")["handle"]["access_used"] == "srun"
+
+
+def test_the_srun_bridge_refuses_a_host_key_not_made_for_the_session(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    """The session's sshd is known by the key made for it: another key is refused before any
+    login is offered (not trusted on first use)."""
+    from colabtunnel import nested_ssh
+    from colabtunnel.errors import ColabtunnelError
+    from colabtunnel.launchers import slurm
+
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "pinned", access="srun")
+    tunnel = _up(env, "pinned")
+    record = json.loads((env.ct_home / "state" / "pinned.json").read_text())
+    keys = record["handle"]["keys"]
+    impostor = nested_ssh.SessionKeys.generate()
+    wrong = nested_ssh.SessionKeys("", impostor.host_public, keys["client"], "")
+    client = cluster.login_client(cluster.user)
+    try:
+        from colabtunnel.profiles import get_profile
+
+        profile = get_profile("pinned")
+        command = slurm._srun_command(profile, tunnel["handle"]["job"], tunnel["remote_port"])
+        with pytest.raises(ColabtunnelError, match="host key other than the one made"):
+            nested_ssh.over_command(client.get_transport(), command, wrong, cluster.user.name)
+        right = nested_ssh.SessionKeys("", keys["host"], keys["client"], "")
+        transport = nested_ssh.over_command(
+            client.get_transport(), command, right, cluster.user.name
+        )
+        assert transport.is_authenticated()
+        transport.close()
+    finally:
+        client.close()

@@ -78,6 +78,7 @@ class Status:
     events: list[queue.Event]
     token: str | None
     gpus: GpuReport | None = None  # what the job saw on its node
+    accounting: queue.Accounting | None = None  # sacct, for a job gone from squeue
     # squeue did not answer (slurmctld down or busy): the job's state is unknown, not "gone"
     unreachable: str | None = None
 
@@ -102,6 +103,7 @@ def status(host: Host, profile: Profile, with_token: bool = False) -> Status:
         "slurm_status.sh",
         INSPECT_TIMEOUT,
         format=remote.quote(queue.SQUEUE_FORMAT),
+        sacct_fields=queue.SACCT_FIELDS,
         with_token="yes" if with_token else "no",
     )
     parts = _sections(out)
@@ -127,6 +129,7 @@ def status(host: Host, profile: Profile, with_token: bool = False) -> Status:
         events=queue.parse_events(parts.get("events", "")),
         token=token,
         gpus=gpus,
+        accounting=queue.parse_sacct(parts.get("sacct", ""), job) if job else None,
     )
 
 
@@ -151,7 +154,9 @@ def find(host: Host, profile: Profile, info: HostInfo, progress: Progress) -> Se
         flavour = str((found.conn or {}).get("flavour") or "?")
         progress.submitted(handle, found.token, flavour)
         return _wait(host, profile, found.job, found.token, progress, reattached=True)
-    why = queue.ended_why(found.state.state if found.state else None, None, found.events)
+    why = queue.ended_why(
+        found.state.state if found.state else None, found.accounting, found.events
+    )
     stop(host, profile, {"job": found.job})
     progress.note(
         f"the earlier job {found.job} is gone ({why}): submitting a new one; "
@@ -311,7 +316,7 @@ def _wait(
             pause = min(pause * 1.5, POLL_MAX_S)
             continue
         if state is None or not state.active:
-            why = queue.ended_why(state.state if state else None, None, found.events)
+            why = queue.ended_why(state.state if state else None, found.accounting, found.events)
             raise ColabtunnelError(
                 f"job {job} ended before Jupyter was ready: {why}",
                 hint=f"`colabtunnel logs {profile.name}` shows the job's output",
@@ -583,7 +588,7 @@ def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, A
     left_s = queue.slurm_seconds(state.left) if state else None
     ended = None
     if state is None or not state.active:
-        ended = queue.ended_why(state.state if state else None, None, found.events)
+        ended = queue.ended_why(state.state if state else None, found.accounting, found.events)
     warned = any(event.name == "warn" for event in found.events)
     warning = None
     if ended is None and (warned or (left_s is not None and left_s < WARN_LEFT_S)):
