@@ -4,9 +4,7 @@ can kill and restart it on the same port."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -16,16 +14,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
-from colabtunnel.probe import execute_request
 from tests.conftest import ACTIVATE, Env, jupyters_under, leftover_processes, wait_for
 from tests.sshd import Sshd, running_sshd
 from tests.tcp_servers import TcpServer
+from tests.tunnel_helpers import URL_RE, Kernel, answers, status_of, up_json
 
 OUTAGE_S = float(os.environ.get("COLABTUNNEL_TEST_OUTAGE_S", "40"))
 SLEEP_S = float(os.environ.get("COLABTUNNEL_TEST_SLEEP_S", "60"))
-URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
 
 @pytest.fixture
@@ -49,60 +45,15 @@ def own_sshd(tmp_path: Path, env: Env) -> Iterator[Sshd]:
 
 
 def _up(env: Env, name: str = "rel") -> dict:
-    done = env.run("up", name, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["tunnel"]
+    return up_json(env, name)
 
 
 def _status(env: Env, name: str = "rel") -> dict | None:
-    tunnels = json.loads(env.run("status", name, "--json").stdout)["tunnels"]
-    return tunnels[0] if tunnels else None
-
-
-class Kernel:
-    """A kernel on the remote Jupyter, talked to through the tunnel like Colab does."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.base, self.token = f"http://127.0.0.1:{port}", token
-        resp = requests.post(
-            f"{self.base}/api/kernels", params={"token": token}, json={}, timeout=60
-        )
-        resp.raise_for_status()
-        self.id = resp.json()["id"]
-
-    def run(self, code: str, timeout: float = 60) -> str:
-        import websocket
-
-        ws = websocket.create_connection(
-            f"ws://{self.base[7:]}/api/kernels/{self.id}/channels?token={self.token}",
-            origin="https://colab.research.google.com",
-            timeout=timeout,
-        )
-        try:
-            msg = execute_request(code, "reliability-test")
-            ws.send(json.dumps(msg))
-            out = ""
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                reply = json.loads(ws.recv())
-                if reply.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
-                    continue
-                if reply["msg_type"] == "stream":
-                    out += reply["content"]["text"]
-                if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
-                    return out
-            raise AssertionError(f"no reply to {code!r}")
-        finally:
-            ws.close()
+    return status_of(env, name)
 
 
 def _answers(port: int, token: str) -> bool:
-    try:
-        return requests.get(
-            f"http://127.0.0.1:{port}/api/status", params={"token": token}, timeout=5
-        ).ok
-    except requests.RequestException:
-        return False
+    return answers(port, token)
 
 
 def _keeper_sshd_child(server: Sshd, keeper_pid: int) -> psutil.Process:
