@@ -42,12 +42,16 @@ class Interrupted(Exception):
 
 
 class Signals:
-    """While entered, `signums` only record themselves; a repeat prints `note` (if any) with a
-    single write(2), which is safe in a handler where print() is not."""
+    """While entered, `signums` only record themselves; the `quiet_for` first ones are silent,
+    later ones print `note` (if any) with a single write(2), which is safe in a handler where
+    print() is not."""
 
-    def __init__(self, signums: tuple[int, ...], note: str | None = None) -> None:
+    def __init__(
+        self, signums: tuple[int, ...], note: str | None = None, quiet_for: int = 1
+    ) -> None:
         self.signums = signums
         self.note = (f"! {note}\n".encode()) if note else None
+        self.quiet_for = quiet_for
         self.received: list[int] = []
         self._saved: dict[int, object] = {}
 
@@ -62,7 +66,7 @@ class Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
-        if len(self.received) > 1 and self.note:
+        if len(self.received) > self.quiet_for and self.note:
             with contextlib.suppress(OSError):
                 os.write(2, self.note)
 
@@ -113,7 +117,7 @@ def _close_when_done(tunnel: Tunnel, worker: threading.Thread) -> None:
 @contextlib.contextmanager
 def patient(signums: tuple[int, ...], note: str | None = CLEANUP_NOTE) -> Iterator[Signals]:
     """A clean-up that signals must not cut short."""
-    with Signals(signums, note) as signals:
+    with Signals(signums, note, quiet_for=0) as signals:
         yield signals
 
 
