@@ -8,6 +8,7 @@ import re
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 from colabtunnel.probe import execute_request
@@ -96,9 +97,21 @@ def keepers(env: Env) -> list:
     return [p for p in leftover_processes(env) if "colabtunnel.keeper" in " ".join(p.cmdline())]
 
 
+def sessions(server: Sshd) -> list[psutil.Process]:
+    """What the sshd is running for clients right now (its session processes and their scripts)."""
+    try:
+        return psutil.Process(server.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def nothing_left(env: Env, server: Sshd, name: str) -> None:
-    """No keeper, no Jupyter and no kernel on the host, no state record, no host run directory."""
-    wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
+    """No keeper, no Jupyter and no kernel on the host, no state record, no host run directory.
+
+    Checked once the host is quiet (no keeper, no script still running in an sshd session): a
+    start script still under way could otherwise launch a Jupyter after the check."""
     wait_for(lambda: not keepers(env), timeout=15)
+    wait_for(lambda: not sessions(server), timeout=60)
+    wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
     assert not (env.ct_home / "state" / f"{name}.json").exists()
     assert not run_dir(server, name).exists(), sorted(run_dir(server, name).iterdir())
