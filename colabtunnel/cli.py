@@ -23,7 +23,9 @@ app = typer.Typer(
 T = TypeVar("T")
 _debug = False
 
-ProfileArg = Annotated[str, typer.Argument(help="Profile name from profiles.toml, or `local`.")]
+ProfileArg = Annotated[
+    str, typer.Argument(metavar="PROFILE", help="Profile name from profiles.toml, or `local`.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
@@ -375,10 +377,24 @@ def profiles_remove(name: ProfileArg) -> None:
 
 
 def main() -> None:
+    from typer import Abort
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    from colabtunnel import usage_errors
+
     try:
-        app()
+        # Not standalone: click would print its own `Usage:` block for what it rejects.
+        code = app(standalone_mode=False, prog_name=usage_errors.PROGRAM)
+    except NoArgsIsHelpError as exc:
+        code = usage_errors.show_help_instead(exc)
+    except UsageError as exc:
+        code = usage_errors.render(exc, sys.argv[1:])
+    except Abort:
+        print("aborted", file=sys.stderr)
+        code = EXIT_RUNTIME
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["EXIT_CONFIG", "app", "main"]
