@@ -236,3 +236,15 @@ def test_interrupt_during_jupyter_start(env: Env, own_sshd: Sshd, tmp_path: Path
 def test_interrupt_during_probe(env: Env, own_sshd: Sshd) -> None:
     _interrupt_when(env, "rel", "checking it the way Colab")
     _nothing_left(env, own_sshd, "rel")
+
+
+def test_killed_keeper_then_up_keeps_the_kernel_and_its_state(env: Env, own_sshd: Sshd) -> None:
+    tunnel = _up(env)
+    port, token = tunnel["local_port"], tunnel["url"].split("token=")[1]
+    kernel = Kernel(port, token)
+    kernel.run("x = 41")
+    os.kill(tunnel["keeper_pid"], signal.SIGKILL)
+    wait_for(lambda: not _answers(port, token), timeout=10)
+    again = _up(env)
+    assert again["url"] == tunnel["url"]
+    assert kernel.run("print(x + 1)").strip() == "42"  # the same kernel, its variables intact
