@@ -148,3 +148,16 @@ def test_down_with_a_changed_host_key_refuses_to_log_in_and_cleans_here(
         log = impostor.log.read_text()
         assert "Connection from" in log and "userauth-request" not in log, log
     assert "nothing was running" in env.run("down", NAME, check=True).stderr
+
+
+def test_logs_masks_a_line_that_really_holds_the_token(env: Env, own: Sshd) -> None:
+    tunnel = up_json(env, NAME)
+    token = token_of(tunnel)
+    # A cell that prints the environment from the kernel process itself: the kernel inherits
+    # Jupyter's stdout (its log) and JUPYTER_TOKEN.
+    Kernel(tunnel["local_port"], token).run("import os; os.system('env')")
+    jupyter_log = run_dir(own, NAME) / "jupyter.log"
+    wait_for(lambda: token in jupyter_log.read_text(errors="replace"), timeout=15)
+    done = env.run("logs", NAME, "-n", "2000", check=True)
+    assert "JUPYTER_TOKEN=" in done.stdout, done.stdout[-2000:]
+    assert token not in done.stdout
