@@ -8,7 +8,8 @@ the connection) are made here in userspace:
   too (their sshd's banner never arrives), as a connect through a dead Wi-Fi would hang.
 - `release()`: what was held flows on, in order, as if the link had come back.
 - `cut()`: every connection is reset at once (as a NAT that drops state and answers RST), held
-  bytes included.
+  bytes included. `refuse_for(s)`: for the next s seconds new connections are reset as soon as
+  they are accepted (a network that is not back yet), so reconnect attempts fail.
 
 `accepted` counts connections, so a test can tell a ridden-through silence (no new connection)
 from a reconnect.
@@ -20,6 +21,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 CHUNK = 256 * 1024
@@ -35,6 +37,7 @@ class SilentLink:
         self._generation = 0  # bumped by cut(): pumps of an older generation stop
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self.accepted = 0
+        self._refuse_until = 0.0
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="silent-link", daemon=True)
         self._thread.start()
@@ -64,6 +67,9 @@ class SilentLink:
             for sock in pair:
                 _reset(sock)
 
+    def refuse_for(self, seconds: float) -> None:
+        self._refuse_until = time.monotonic() + seconds
+
     @contextlib.contextmanager
     def silent(self) -> Iterator[None]:
         self.hold()
@@ -89,6 +95,10 @@ class SilentLink:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if time.monotonic() < self._refuse_until:
+                self.accepted += 1
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
             except OSError:
