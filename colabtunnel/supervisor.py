@@ -112,7 +112,8 @@ class Supervisor:
                 self._set(Health("host-key-changed", attempt, 0.0, outcome.detail))
                 return "host-key-changed"
             wait = delay * random.uniform(0.5, 1.0)
-            self._set(Health(outcome.state, attempt, time.time() + wait, outcome.detail))
+            state = "needs-login" if outcome.state == "needs-login" else "reconnecting"
+            self._set(Health(state, attempt, time.time() + wait, outcome.detail))
             stop.wait(wait)
             delay = min(delay * 2, MAX_DELAY_S)
             attempt += 1
