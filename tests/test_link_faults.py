@@ -132,7 +132,9 @@ def test_silent_link_is_reported_at_once_and_the_tunnel_recovers(env: Env, linke
     wait_for(lambda: (record_of(env, NAME) or {}).get("retry_at", 0) > 0, timeout=3 * KEEPALIVE)
     failed_after = time.monotonic() - silent_since - noticed
     assert failed_after <= 2 * KEEPALIVE + 2, f"one attempt took {failed_after:.1f} s"
-    assert "gave up waiting for" in record_of(env, NAME)["detail"]  # type: ignore[index]
+    failed = record_of(env, NAME)
+    assert failed is not None and failed["health"] == "reconnecting", failed
+    assert "gave up waiting for" in failed["detail"], failed
 
     linked.link.release()
     wait_for(lambda: answers(port, token), timeout=40, interval=0.2)
