@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from colabtunnel import forwarder, hostconfig, jupyter, redact, state
 from colabtunnel.connection import Connection
@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("colabtunnel")
 
 CONNECTION_WAIT_S = 20.0
+
+RemoteState = Literal["up", "refused", "unanswered", "unknown"]
+
+
+class Cancelled(Exception):
+    """The start-up was interrupted (Ctrl-C, SIGTERM): stop before the next step."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one reconnect attempt ended: "ok", "failed", "needs-login" or "host-key-changed"."""
+
+    state: str
+    detail: str = ""
 
 
 class Reporter(Protocol):
@@ -87,9 +101,42 @@ class Tunnel:
         self.host_info: jupyter.HostInfo | None = None  # the inspection's answer: GPUs, Python
         self._connected = threading.Event()
         self._started_remote = False
+        # False while what runs on the host was there before this `up` (a re-attach): an
+        # interrupted or failed start-up must not stop it.
+        self._owns_remote = False
+        self._cancelled = False
+        self._reached_host = False  # anything sent to the host beyond the login
+        self._steps = threading.Lock()  # orders cancel() against the start of each step
         self._target_label = "local"
 
+    @property
+    def target(self) -> str:
+        """user@host:port (or "local"), as progress lines and `status` name it."""
+        return self._target_label
+
     # -- start ---------------------------------------------------------------------------------
+
+    def _next_step(self) -> None:
+        """Called before each step that acts on the host: stop here once cancel() was called."""
+        with self._steps:
+            if self._cancelled:
+                raise Cancelled
+            self._reached_host = True
+
+    def cancel(self) -> bool:
+        """Make a start-up running on another thread stop as soon as it can: the step under way
+        ends early where that is safe (a Jupyter being launched is stopped, the probe's
+        connections are cut) and no further step starts. Returns whether the start-up reached
+        the host (if not, nothing there needs undoing). The caller then waits for the start-up
+        thread and calls abandon_on_failure()."""
+        with self._steps:
+            self._cancelled = True
+            reached = self._reached_host
+        if self.forwarder is not None:
+            self.forwarder.stop()
+        if self._started_remote and self.host is not None:
+            self._stop_remote("while it was being started")
+        return reached
 
     def open(self) -> Opened:
         listener = None if self.profile.is_local else self._bind_local()
@@ -97,7 +144,10 @@ class Tunnel:
             self.host = self.connect_host()
             server = self._ensure_server()
             if listener is not None:
-                self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
+                with self._steps:  # cancel() must see a forwarder started before it ran
+                    if self._cancelled:
+                        raise Cancelled
+                    self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
                 listener = None
                 local_port = self.forwarder.port
             else:
@@ -111,6 +161,7 @@ class Tunnel:
                 server.reattached,
             )
             if self.options.probe:
+                self._next_step()
                 self._probe(local_port, server.token)
             return self.opened
         finally:
@@ -151,12 +202,21 @@ class Tunnel:
         return self._login(target, accept_new=self.options.accept_new, hops=hops)
 
     def _login(
-        self, target: SSHTarget, accept_new: bool, hops: list[SSHTarget] | None = None
+        self,
+        target: SSHTarget,
+        accept_new: bool,
+        hops: list[SSHTarget] | None = None,
+        deadline: float | None = None,
     ) -> Host:
         from colabtunnel import connection
 
         self.connection = connection.connect(
-            target, self.profile.name, accept_new=accept_new, creds=self.creds, hops=hops
+            target,
+            self.profile.name,
+            accept_new=accept_new,
+            creds=self.creds,
+            hops=hops,
+            deadline=deadline,
         )
         self._connected.set()
         return SSHHost(self.connection, self.profile.host)
@@ -167,6 +227,7 @@ class Tunnel:
         want = profile.remote_port
         if profile.is_local:
             want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
+        self._next_step()
         self.reporter.step(f"inspecting {self.host.name}")
         info = jupyter.inspect(self.host, profile, want_port=want)
         self.host_info = info
@@ -174,6 +235,9 @@ class Tunnel:
         if reusable is not None:
             self.reporter.step(f"re-attaching to the running Jupyter (port {reusable.port})")
             return reusable
+        # Nothing usable was running: the run directory inspect made, and what follows, are ours.
+        self._owns_remote = True
+        self._next_step()
         if info.existing is not None:
             jupyter.stop(self.host, profile)
             self.reporter.note(
@@ -189,6 +253,7 @@ class Tunnel:
         _require_kernel(info, profile)
         port = self._remote_port(info, want)
         token = redact.new_token()
+        self._next_step()
         self.reporter.step(f"starting {flavour.label} on {self.host.name}, port {port}")
         self._started_remote = True
         if self.options.probe:
@@ -213,11 +278,26 @@ class Tunnel:
         )
 
     def _open_channel(self, origin: tuple[str, int]) -> object:
-        # While reconnecting, a new connection waits (bounded) instead of failing at once.
-        if not self._connected.wait(CONNECTION_WAIT_S) or self.connection is None:
-            raise ColabtunnelError(f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)")
+        """A channel to Jupyter for a new local connection. While the link is down (or found
+        dead while this waited for the channel) it waits for the reconnect, at most
+        CONNECTION_WAIT_S in all; then the local connection is closed, never left hanging."""
+        import paramiko
+
         assert self.opened is not None
-        return self.connection.open_tuned_forward(self.opened.remote_port, origin)
+        give_up = time.monotonic() + CONNECTION_WAIT_S
+        while True:
+            left = give_up - time.monotonic()
+            connection = self.connection
+            if left <= 0 or not self._connected.wait(left) or connection is None:
+                raise ColabtunnelError(
+                    f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)"
+                )
+            try:
+                return connection.open_tuned_forward(self.opened.remote_port, origin)
+            except (paramiko.SSHException, EOFError, OSError):
+                if connection is self.connection and connection.alive:
+                    raise  # the host refused it: Jupyter is not there
+                # the connection was found dead meanwhile: wait for its replacement
 
     def _probe(self, local_port: int, token: str) -> None:
         from colabtunnel import probe
@@ -249,48 +329,65 @@ class Tunnel:
             return True
         return self.connection is not None and self.connection.ping(timeout)
 
-    def remote_alive(self) -> bool | None:
-        """Whether Jupyter still accepts connections on the host; None when that cannot be told."""
+    def connection_alive(self) -> bool:
+        """False once the transport has died outright (reset, EOF); no round trip."""
+        if self.profile.is_local:
+            return True
+        return self.connection is not None and self.connection.alive
+
+    def remote_alive(self, timeout: float) -> RemoteState:
+        """Whether Jupyter still accepts connections on the host: "up", "refused", "unanswered"
+        (the host did not answer the channel request within `timeout`), or "unknown"."""
         if self.opened is None:
-            return None
+            return "unknown"
         port = self.opened.remote_port
         if self.profile.is_local:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
             except OSError:
-                return False
-            return True
-        import paramiko
-
-        if self.connection is None:
-            return None
-        try:
-            self.connection.open_forward(port, ("127.0.0.1", 0)).close()
-        except paramiko.ChannelException:
-            return False  # the host refused the connection to Jupyter's port
-        except (paramiko.SSHException, EOFError, OSError):
-            return None
-        return True
+                return "refused"
+            return "up"
+        connection = self.connection
+        if connection is None:
+            return "unknown"
+        answer: list[RemoteState] = []
+        asker = threading.Thread(
+            target=_ask_jupyter_port, args=(connection, port, answer), daemon=True
+        )
+        asker.start()
+        asker.join(timeout)  # paramiko's own timeout for a channel request is longer
+        return answer[0] if answer else "unanswered"
 
     def drop_connection(self) -> None:
         self._connected.clear()
         if self.connection is not None:
             self.connection.close()
 
-    def reconnect(self) -> str:
-        """One attempt: "ok", "needs-login" (a person must answer) or "failed"."""
+    def reconnect(self, deadline: float) -> Attempt:
+        """One attempt, all of it (every hop's TCP connect, banner, key exchange, login) done by
+        `deadline` (time.monotonic())."""
+        import paramiko
+
         from colabtunnel import sshtarget
         from colabtunnel.auth import LoginNeeded
+        from colabtunnel.hostkeys import ChangedHostKey
 
         try:
-            self.host = self._login(sshtarget.resolve(self.profile), accept_new=False)
+            self.host = self._login(
+                sshtarget.resolve(self.profile), accept_new=False, deadline=deadline
+            )
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
-            return "needs-login"
+            return Attempt("needs-login", exc.message)
+        except ChangedHostKey as exc:
+            return Attempt("host-key-changed", exc.message)
         except ColabtunnelError as exc:
             log.warning("reconnect failed: %s", exc.message)
-            return "failed"
-        return "ok"
+            return Attempt("failed", exc.message)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.warning("reconnect failed: %s", exc)
+            return Attempt("failed", str(exc) or type(exc).__name__)
+        return Attempt("ok")
 
     # -- stop ----------------------------------------------------------------------------------
 
@@ -304,19 +401,28 @@ class Tunnel:
             self.forwarder.stop()
             self.forwarder = None
         if stop_remote and self.host is not None:
-            try:
-                stopped = jupyter.stop(self.host, self.profile)
-            except (ColabtunnelError, OSError, EOFError) as exc:
-                log.warning("could not stop Jupyter on %s: %s", self.host.name, exc)
-                stopped = None
+            stopped = self._stop_remote("")
         if self.connection is not None:
             self.connection.close()
             self.connection = None
         return stopped
 
+    def _stop_remote(self, when: str) -> bool | None:
+        """jupyter.stop(), or None (logged) when the host cannot be reached to do it."""
+        assert self.host is not None
+        if not self.connection_alive():
+            log.warning("could not stop Jupyter on %s: the SSH connection is down", self.host.name)
+            return None
+        try:
+            return jupyter.stop(self.host, self.profile)
+        except Exception as exc:  # paramiko's own errors included: this runs during clean-up
+            log.warning("could not stop Jupyter on %s %s: %s", self.host.name, when, exc)
+            return None
+
     def abandon_on_failure(self) -> None:
-        """After a failed open(): remove what this attempt started, leave what it found running."""
-        self.close(stop_remote=self._started_remote)
+        """After a failed or interrupted open(): remove what this attempt made on the host (the
+        Jupyter it started, the run directory it created), leave what it found running."""
+        self.close(stop_remote=self._owns_remote or self._started_remote)
 
     def record(self, keeper_pid: int, foreground: bool) -> state.Record:
         assert self.opened is not None
@@ -333,6 +439,18 @@ class Tunnel:
             foreground=foreground,
             gpu_report=self.host_info.gpus.to_json() if self.host_info else {},
         )
+
+
+def _ask_jupyter_port(connection: Connection, port: int, answer: list[RemoteState]) -> None:
+    import paramiko
+
+    try:
+        connection.open_forward(port, ("127.0.0.1", 0)).close()
+        answer.append("up")
+    except paramiko.ChannelException:
+        answer.append("refused")  # the host refused the connection to Jupyter's port
+    except (paramiko.SSHException, EOFError, OSError):
+        answer.append("unknown")
 
 
 def _require_kernel(info: jupyter.HostInfo, profile: Profile) -> None:

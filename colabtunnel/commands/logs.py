@@ -19,6 +19,7 @@ def logs(
     reporter: Reporter,
     prompter: Prompter | None = None,
 ) -> None:
+    _know_the_token(name)
     creds = Credentials(name, prompter=prompter)
     tunnel = Tunnel(get_profile(name), UpOptions(probe=False), reporter, creds)
     try:
@@ -30,3 +31,13 @@ def logs(
             )
     finally:
         tunnel.close(stop_remote=False)
+
+
+def _know_the_token(name: str) -> None:
+    """mask() hides `token=...` by pattern; a bare token (a kernel that printed its environment
+    into Jupyter's log) only if it is known: take it from the tunnel's state record."""
+    from colabtunnel import redact, state
+
+    record = state.read(name)
+    if record is not None:
+        redact.register(record.token)
