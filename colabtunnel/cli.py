@@ -34,7 +34,9 @@ def _profile_names(incomplete: str) -> list[str]:
 ProfileArg = Annotated[
     str,
     typer.Argument(
-        help="Profile name from profiles.toml, or `local`.", autocompletion=_profile_names
+        metavar="PROFILE",
+        help="Profile name from profiles.toml, or `local`.",
+        autocompletion=_profile_names,
     ),
 ]
 CopyOpt = Annotated[bool, typer.Option("--copy", help="Also put the URL on the clipboard.")]
@@ -503,10 +505,24 @@ def profiles_remove(name: ProfileArg) -> None:
 
 
 def main() -> None:
+    from typer import Abort
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    from colabtunnel import usage_errors
+
     try:
-        app()
+        # Not standalone: click would print its own `Usage:` block for what it rejects.
+        code = app(standalone_mode=False, prog_name=usage_errors.PROGRAM)
+    except NoArgsIsHelpError as exc:
+        code = usage_errors.show_help_instead(exc)
+    except UsageError as exc:
+        code = usage_errors.render(exc, sys.argv[1:])
+    except Abort:
+        print("aborted", file=sys.stderr)
+        code = EXIT_RUNTIME
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["EXIT_CONFIG", "app", "main"]

@@ -198,8 +198,19 @@ class Forwarder:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     channel.close()
+            else:
+                _discard_input(conn)
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _discard_input(conn: socket.socket) -> None:
+    """Read what the client sent that no channel will carry: closed with unread bytes, a socket
+    answers with a reset; emptied first, it ends with an orderly close the client can tell."""
+    with contextlib.suppress(OSError):
+        conn.setblocking(False)
+        while conn.recv(CHUNK):
+            pass
 
 
 def pump(sock: socket.socket, channel: Any, to_sock_lock: threading.Lock | None = None) -> None:

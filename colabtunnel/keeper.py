@@ -9,6 +9,7 @@ SIGTERM, when it stops the remote Jupyter and removes the state record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from colabtunnel import keeper_control, keeper_launch, paths, state
+from colabtunnel import keeper_control, keeper_launch, paths, startup, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.logs import setup_file_logging
@@ -34,12 +35,9 @@ class Terminated(Exception):
     """SIGTERM (from `down`, or `up` being interrupted) reached the keeper."""
 
 
-class Released(Exception):
-    """SIGUSR1: a new keeper takes over; leave the remote Jupyter running."""
-
-
 RELEASE_WAIT_S = 30.0
 STOP_WAIT_S = 60.0
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(record: state.Record) -> bool:
@@ -100,10 +98,17 @@ def spawn(
         child.stdin.flush()
         return _relay(child, reporter, prompter, log_file)
     except BaseException:
-        _terminate(child)
+        # Interrupted (or failed): the keeper undoes what it started. A keeper waiting for an
+        # answer on its stdin gets end-of-file instead, and a second Ctrl-C or SIGTERM here only
+        # says the clean-up is still running: cutting it short would leave Jupyter behind.
+        with startup.patient(INTERRUPTS):
+            with contextlib.suppress(OSError):
+                child.stdin.close()
+            _terminate(child)
         raise
     finally:
-        child.stdin.close()
+        with contextlib.suppress(OSError):
+            child.stdin.close()
         child.stdout.close()
 
 
@@ -182,10 +187,6 @@ def _on_term(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _on_release(signum: int, frame: object) -> None:
-    raise Released
-
-
 def main() -> int:
     """Entry point of `python -m colabtunnel.keeper`."""
     from colabtunnel.profiles import get_profile, with_overrides
@@ -194,18 +195,16 @@ def main() -> int:
     # itself, and invoke (asyncio, yaml, unittest.mock) is 0.05 s of every `up`. This process is
     # ours alone, so it can decline that import.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
-    if "--warm" in sys.argv[1:]:
-        try:
-            import paramiko  # noqa: F401 - started early (keeper_launch): no orders yet
-        except Terminated:
-            return 1
-
+    # Until there are orders nothing has been started: a SIGTERM may simply end the process.
     signal.signal(signal.SIGTERM, _on_term)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    if hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1, _on_release)
-    line = sys.stdin.readline()
+    try:
+        if "--warm" in sys.argv[1:]:
+            import paramiko  # noqa: F401 - started early (keeper_launch): no orders yet
+        line = sys.stdin.readline()
+    except Terminated:
+        return 1
     if not line:
         return 0  # an early keeper that `up` did not need
     orders = json.loads(line)
@@ -213,7 +212,6 @@ def main() -> int:
     _stderr_to(paths.log_file(name))
     setup_file_logging(name)
     reporter = _PipeReporter(sys.stdout, sys.stdin)
-    tunnel: Tunnel | None = None
     try:
         profile = with_overrides(get_profile(name), **orders["overrides"])
         creds = Credentials(name, prompter=reporter)
@@ -222,29 +220,20 @@ def main() -> int:
         tunnel.on_submitted = lambda handle, token, flavour: state.write(
             pending.provisional_record(os.getpid(), handle, token, flavour)
         )
-        tunnel.open()
-        creds.offer_to_save(lambda question: confirm(reporter, question))
-        creds.prompter = None  # from here on nobody can answer: a one-time code means needs-login
-        record = tunnel.record(os.getpid(), foreground=False)
-        state.write(record)
-        reporter.send(type="ready", record=asdict(record))
-    except Terminated:
-        log.info("terminated during start-up; cleaning up")
-        if tunnel is not None:
-            tunnel.abandon_on_failure()
+        startup.open_tunnel(tunnel, (signal.SIGTERM,))
+    except startup.Interrupted as exc:
+        log.info("terminated during start-up; what it had started is undone")
         _forget_provisional(name)
+        if exc.worker_busy:
+            startup.leave_now(1)
         return 1
     except ColabtunnelError as exc:
         log.error("start failed: %s", exc.message)
-        if tunnel is not None:
-            tunnel.abandon_on_failure()
         _forget_provisional(name)
         reporter.send(type="error", message=exc.message, hint=exc.hint, exit_code=exc.exit_code)
         return exc.exit_code
     except BaseException as exc:
         log.exception("keeper crashed during start-up")
-        if tunnel is not None:
-            tunnel.abandon_on_failure()
         _forget_provisional(name)
         reporter.send(
             type="error",
@@ -252,9 +241,25 @@ def main() -> int:
             hint=f"see {paths.log_file(name)}",
         )
         return EXIT_RUNTIME
+    # From here a signal only asks the serve loop to end (see _serve); one that came before the
+    # loop started makes it end at once, and the clean-up after it still runs.
+    signals = _ServeSignals().install()
+    try:
+        creds.offer_to_save(lambda question: confirm(reporter, question))
+        creds.prompter = None  # from here on nobody can answer: a one-time code means needs-login
+        record = tunnel.record(os.getpid(), foreground=False)
+        state.write(record)
+        reporter.send(type="ready", record=asdict(record))
+    except BaseException:
+        # `up` is gone (a broken pipe: it was interrupted) or the state could not be written
+        log.exception("start-up could not be completed; undoing it")
+        tunnel.abandon_on_failure()
+        with contextlib.suppress(ColabtunnelError):
+            state.remove(name)
+        return EXIT_RUNTIME
     _detach_stdio()
     with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
-        return _serve(tunnel, record)
+        return _serve(tunnel, record, signals)
 
 
 def _forget_provisional(name: str) -> None:
@@ -280,37 +285,50 @@ def _detach_stdio() -> None:
     os.close(devnull)
 
 
-def _serve(tunnel: Tunnel, record: state.Record) -> int:
-    # From here on a signal only asks the serve loop to end. Raised as an exception it could land
-    # inside paramiko between a lock's acquire() and its try, and the clean-up below (the STOP
-    # script goes over the same transport) would then wait on that lock forever.
-    stop = threading.Event()
-    released = threading.Event()
+class _ServeSignals:
+    """SIGTERM and SIGUSR1 while serving: they only ask the serve loop to end. Raised as an
+    exception they could land inside paramiko between a lock's acquire() and its try, and the
+    clean-up (the STOP script goes over the same transport) would then wait on that lock forever."""
 
-    def on_term(signum: int, frame: object) -> None:
-        stop.set()
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.released = threading.Event()
 
-    def on_release(signum: int, frame: object) -> None:
-        released.set()
-        stop.set()
+    def install(self) -> _ServeSignals:
+        signal.signal(signal.SIGTERM, self._on_term)
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, self._on_release)
+        return self
 
-    signal.signal(signal.SIGTERM, on_term)
-    if hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1, on_release)
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.stop.set()
+
+    def _on_release(self, signum: int, frame: object) -> None:
+        self.released.set()
+        self.stop.set()
+
+
+def _serve(tunnel: Tunnel, record: state.Record, signals: _ServeSignals | None = None) -> int:
+    signals = signals or _ServeSignals().install()
     try:
-        tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
+        tunnel.serve(
+            signals.stop,
+            lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail),
+        )
     finally:
-        stop_remote = not released.is_set()
+        stop_remote = not signals.released.is_set()
         if stop_remote:
             log.info("stopping (SIGTERM)")
         else:
             log.info("handing the tunnel to a new keeper (SIGUSR1); Jupyter stays up")
+        why = record.detail if record.health == "host-key-changed" else ""
         stopped = tunnel.close(stop_remote=stop_remote)
         log.info("remote Jupyter stopped: %s", stopped)
         current = state.read(record.profile)
         if current is not None and current.keeper_pid == os.getpid():
             if stop_remote and stopped is None:
-                record.set_health("stop-failed")  # `down` reads this and tells the user
+                # `down` reads this and tells the user how to stop it by hand
+                record.set_health("stop-failed", detail=why)
             else:
                 state.remove(record.profile)
     return 0

@@ -40,25 +40,31 @@ class Record:
     token: str
     flavour: str
     started_at: float = field(default_factory=time.time)
-    health: str = "ok"  # ok | reconnecting | needs-login | remote-dead | stop-failed
+    # ok | reconnecting | needs-login | remote-dead | host-key-changed | stop-failed
+    health: str = "ok"
     attempt: int = 0  # reconnect attempts so far, while reconnecting
-    retry_at: float = 0.0  # when the next attempt is due (epoch seconds)
+    retry_at: float = 0.0  # when the next attempt is due (epoch seconds); 0 while one runs
+    detail: str = ""  # what an attempt waits for, why it failed, the new host key, ...
     foreground: bool = False
     schema_version: int = SCHEMA_VERSION
     gpu_report: dict[str, Any] = field(default_factory=dict)  # the host's GPUs at `up` (gpus.py)
     launcher: str = "direct"  # launchers/: what started Jupyter, and so what stops it
     handle: dict[str, Any] = field(default_factory=dict)  # the launcher's own: pid, job, node
 
-    def set_health(self, health: str, attempt: int = 0, retry_at: float = 0.0) -> None:
+    def set_health(
+        self, health: str, attempt: int = 0, retry_at: float = 0.0, detail: str = ""
+    ) -> None:
         """Record the keeper's view of the tunnel and write it for `status`."""
-        self.health, self.attempt, self.retry_at = health, attempt, retry_at
+        self.health, self.attempt, self.retry_at, self.detail = health, attempt, retry_at, detail
         write(self)
 
     def health_text(self) -> str:
+        text = self.health
         if self.health in ("reconnecting", "needs-login") and self.attempt:
             wait = max(0.0, self.retry_at - time.time())
-            return f"{self.health} (attempt {self.attempt}, next in {wait:.0f} s)"
-        return self.health
+            when = f"next in {wait:.0f} s" if self.retry_at else "trying now"
+            text = f"{self.health} (attempt {self.attempt}, {when})"
+        return f"{text}: {self.detail}" if self.detail else text
 
     @property
     def url(self) -> str:
@@ -136,6 +142,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "health": (str,),
     "attempt": (int,),
     "retry_at": (int, float),
+    "detail": (str,),
     "foreground": (bool,),
     "schema_version": (int,),
     "gpu_report": (dict,),

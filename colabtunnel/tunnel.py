@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from colabtunnel import forwarder, hostconfig, hosts, inspection, launchers, redact, state
 from colabtunnel.connection import Connection
@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("colabtunnel")
 
 CONNECTION_WAIT_S = 20.0
+
+RemoteState = Literal["up", "refused", "unanswered", "unknown"]
+
+
+class Cancelled(Exception):
+    """The start-up was interrupted (Ctrl-C, SIGTERM): stop before the next step."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one reconnect attempt ended: "ok", "failed", "needs-login" or "host-key-changed"."""
+
+    state: str
+    detail: str = ""
 
 
 class Reporter(Protocol):
@@ -130,9 +144,42 @@ class Tunnel:
         self.local_port: int | None = None
         self._connected = threading.Event()
         self._started_remote = False
+        # False while what runs on the host was there before this `up` (a re-attach): an
+        # interrupted or failed start-up must not stop it.
+        self._owns_remote = False
+        self._cancelled = False
+        self._reached_host = False  # anything sent to the host beyond the login
+        self._steps = threading.Lock()  # orders cancel() against the start of each step
         self._target_label = "local"
 
+    @property
+    def target(self) -> str:
+        """user@host:port (or "local"), as progress lines and `status` name it."""
+        return self._target_label
+
     # -- start ---------------------------------------------------------------------------------
+
+    def _next_step(self) -> None:
+        """Called before each step that acts on the host: stop here once cancel() was called."""
+        with self._steps:
+            if self._cancelled:
+                raise Cancelled
+            self._reached_host = True
+
+    def cancel(self) -> bool:
+        """Make a start-up running on another thread stop as soon as it can: the step under way
+        ends early where that is safe (a Jupyter being launched is stopped, the probe's
+        connections are cut) and no further step starts. Returns whether the start-up reached
+        the host (if not, nothing there needs undoing). The caller then waits for the start-up
+        thread and calls abandon_on_failure()."""
+        with self._steps:
+            self._cancelled = True
+            reached = self._reached_host
+        if self.forwarder is not None:
+            self.forwarder.stop()
+        if self._started_remote and self.host is not None:
+            self._stop_remote("while it was being started")
+        return reached
 
     def open(self) -> Opened:
         listener = None if self.profile.is_local else self._bind_local()
@@ -143,13 +190,17 @@ class Tunnel:
             if server.gpus is not None and self.host_info is not None:  # where Jupyter runs
                 self.host_info = replace(self.host_info, gpus=server.gpus)
             if listener is not None:
-                self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
+                with self._steps:  # cancel() must see a forwarder started before it ran
+                    if self._cancelled:
+                        raise Cancelled
+                    self.forwarder = forwarder.Forwarder(listener, self._open_channel).start()
                 listener = None
                 local_port = self.forwarder.port
             else:
                 local_port = server.port
             self.opened = Opened(local_port, server, self._target_label, self.launcher.NAME)
             if self.options.probe:
+                self._next_step()
                 self._probe(local_port, server.token)
             return self.opened
         finally:
@@ -187,11 +238,22 @@ class Tunnel:
             self._connected.set()
         return host
 
-    def _login(self, target: SSHTarget, accept_new: bool) -> Host:
+    def _login(
+        self,
+        target: SSHTarget,
+        accept_new: bool,
+        hops: list[SSHTarget] | None = None,
+        deadline: float | None = None,
+    ) -> Host:
         from colabtunnel import connection
 
         self.connection = connection.connect(
-            target, self.profile.name, accept_new=accept_new, creds=self.creds
+            target,
+            self.profile.name,
+            accept_new=accept_new,
+            creds=self.creds,
+            hops=hops,
+            deadline=deadline,
         )
         return SSHHost(self.connection, self.profile.host)
 
@@ -202,6 +264,7 @@ class Tunnel:
         want = profile.remote_port
         if profile.is_local:
             want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
+        self._next_step()
         self.reporter.step(f"inspecting {self.host.name}")
         info = inspection.inspect(self.host, profile, want_port=want)
         self.host_info = info
@@ -210,6 +273,9 @@ class Tunnel:
         if found is not None:
             self.reporter.step(f"re-attaching to the running Jupyter (port {found.port})")
             return found
+        # Nothing usable was running: the run directory inspect made, and what follows, are ours.
+        self._owns_remote = True
+        self._next_step()
         flavour = choose(profile.app, info.versions, inspection.install_hint(profile))
         refused = hostconfig.token_error(info.config, flavour, f"on {self.host.name}")
         if refused is not None:
@@ -218,16 +284,32 @@ class Tunnel:
             self.reporter.note(note)
         _require_kernel(info, profile)
         token = redact.new_token()
+        self._next_step()
         return self.launcher.start(
             self.host, profile, info, flavour, token, want, self.options.timeout, progress
         )
 
     def _open_channel(self, origin: tuple[str, int]) -> object:
-        # While reconnecting, a new connection waits (bounded) instead of failing at once.
-        if not self._connected.wait(CONNECTION_WAIT_S) or self.connection is None:
-            raise ColabtunnelError(f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)")
-        assert self.opened is not None and self.reach is not None
-        return self.reach.open(self.opened.server.endpoint, origin)
+        """A channel to Jupyter for a new local connection. While the link is down (or found
+        dead while this waited for the channel) it waits for the reconnect, at most
+        CONNECTION_WAIT_S in all; then the local connection is closed, never left hanging."""
+        import paramiko
+
+        assert self.opened is not None
+        give_up = time.monotonic() + CONNECTION_WAIT_S
+        while True:
+            left = give_up - time.monotonic()
+            connection, reach = self.connection, self.reach
+            if left <= 0 or not self._connected.wait(left) or connection is None or reach is None:
+                raise ColabtunnelError(
+                    f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)"
+                )
+            try:
+                return reach.open(self.opened.server.endpoint, origin)
+            except (paramiko.SSHException, EOFError, OSError):
+                if connection is self.connection and connection.alive:
+                    raise  # the far end refused it: Jupyter is not there
+                # the connection was found dead meanwhile: wait for its replacement
 
     def _probe(self, local_port: int, token: str) -> None:
         from colabtunnel import probe
@@ -259,11 +341,28 @@ class Tunnel:
             return True
         return self.connection is not None and self.connection.ping(timeout)
 
-    def remote_alive(self) -> bool | None:
-        """Whether Jupyter is still there; None when that cannot be told (see the launcher)."""
+    def connection_alive(self) -> bool:
+        """False once the transport has died outright (reset, EOF); no round trip."""
+        if self.profile.is_local:
+            return True
+        return self.connection is not None and self.connection.alive
+
+    def remote_alive(self, timeout: float) -> RemoteState:
+        """Whether Jupyter still accepts connections where it runs: "up", "refused",
+        "unanswered" (no answer within `timeout`), or "unknown" (the launcher cannot tell)."""
         if self.opened is None:
-            return None
-        return self.launcher.alive(self, self.opened.server)
+            return "unknown"
+        server = self.opened.server
+        answer: list[RemoteState] = []
+
+        def ask() -> None:
+            verdict = self.launcher.alive(self, server)
+            answer.append("unknown" if verdict is None else "up" if verdict else "refused")
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        asker.join(timeout)  # paramiko's own timeout for a channel request is longer
+        return answer[0] if answer else "unanswered"
 
     def reaches(self, endpoint: tuple[str, int]) -> bool | None:
         """Does `endpoint` accept a connection through the tunnel's far end? None: the link is
@@ -293,13 +392,19 @@ class Tunnel:
         if self.connection is not None:
             self.connection.close()
 
-    def reconnect(self) -> str:
-        """One attempt: "ok", "needs-login" (a person must answer) or "failed"."""
+    def reconnect(self, deadline: float) -> Attempt:
+        """One attempt, all of it (every hop's TCP connect, banner, key exchange, login) done by
+        `deadline` (time.monotonic())."""
+        import paramiko
+
         from colabtunnel import sshtarget
         from colabtunnel.auth import LoginNeeded
+        from colabtunnel.hostkeys import ChangedHostKey
 
         try:
-            self.host = self._login(sshtarget.resolve(self.profile), accept_new=False)
+            self.host = self._login(
+                sshtarget.resolve(self.profile), accept_new=False, deadline=deadline
+            )
             if self.opened is not None:  # the new login's way to Jupyter (a new srun bridge)
                 if self.reach is not None:
                     self.reach.close()
@@ -309,11 +414,16 @@ class Tunnel:
             self._connected.set()
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
-            return "needs-login"
+            return Attempt("needs-login", exc.message)
+        except ChangedHostKey as exc:
+            return Attempt("host-key-changed", exc.message)
         except ColabtunnelError as exc:
             log.warning("reconnect failed: %s", exc.message)
-            return "failed"
-        return "ok"
+            return Attempt("failed", exc.message)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.warning("reconnect failed: %s", exc)
+            return Attempt("failed", str(exc) or type(exc).__name__)
+        return Attempt("ok")
 
     # -- stop ----------------------------------------------------------------------------------
 
@@ -330,22 +440,31 @@ class Tunnel:
             self.reach.close()
             self.reach = None
         if stop_remote and self.host is not None:
-            try:
-                handle = self.opened.server.handle if self.opened else None
-                if handle is None and self.pending is not None:
-                    handle = self.pending[0]
-                stopped = self.launcher.stop(self.host, self.profile, handle)
-            except (ColabtunnelError, OSError, EOFError) as exc:
-                log.warning("could not stop Jupyter on %s: %s", self.host.name, exc)
-                stopped = None
+            stopped = self._stop_remote("")
         if self.connection is not None:
             self.connection.close()
             self.connection = None
         return stopped
 
+    def _stop_remote(self, when: str) -> bool | None:
+        """The launcher's stop, or None (logged) when the host cannot be reached to do it."""
+        assert self.host is not None
+        if not self.connection_alive():
+            log.warning("could not stop Jupyter on %s: the SSH connection is down", self.host.name)
+            return None
+        handle = self.opened.server.handle if self.opened else None
+        if handle is None and self.pending is not None:
+            handle = self.pending[0]  # a queued job: what finds it
+        try:
+            return self.launcher.stop(self.host, self.profile, handle)
+        except Exception as exc:  # paramiko's own errors included: this runs during clean-up
+            log.warning("could not stop Jupyter on %s %s: %s", self.host.name, when, exc)
+            return None
+
     def abandon_on_failure(self) -> None:
-        """After a failed open(): remove what this attempt started, leave what it found running."""
-        self.close(stop_remote=self._started_remote)
+        """After a failed or interrupted open(): remove what this attempt made on the host (the
+        Jupyter it started, the run directory it created), leave what it found running."""
+        self.close(stop_remote=self._owns_remote or self._started_remote)
 
     def provisional_record(
         self, keeper_pid: int, handle: dict[str, Any], token: str, flavour: str

@@ -6,9 +6,13 @@ plus that venv's pip). Venvs are cached between runs under
     $COLABTUNNEL_TEST_CACHE/venvs/            when that variable is set, else
     $XDG_CACHE_HOME/colabtunnel-tests/venvs/  else ~/.cache/colabtunnel-tests/venvs/
 
-as `<name>-<sha256 of the requirement lines and the Python version>[:12]`, so changing a pin (or
-the interpreter) builds a new one and never reuses a stale one. The home directory is the REAL one,
-resolved when this module is imported: the tests' autouse fixture points HOME at a temp dir.
+as `<name>-<sha256 of the exact distributions installed and the Python version>[:12]`. Those
+distributions are what `pip install REQUIREMENTS` resolves to today (`pip install --dry-run
+--report`), remembered for a day under resolved/, and a venv installs exactly them: so a new
+release of Jupyter (or of anything it pulls in) builds a new venv instead of reusing one that no
+longer matches what users get, and `versions(NAME)` says exactly what the suite ran against. The
+home directory is the REAL one, resolved when this module is imported: the tests' autouse fixture
+points HOME at a temp dir.
 
 Publishing is atomic and safe across processes: under an exclusive lock file a venv is built in a
 directory of its own beside the cache entry, checked, and only then published by renaming a
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -131,12 +136,57 @@ MATRIX = ("notebook6", "notebook7", "lab", "server")  # the flavours that must s
 BUILD_SECONDS: dict[str, float] = {}
 
 
+RESOLVED = CACHE_ROOT / "resolved"
+RESOLVE_FOR_S = 24 * 3600.0  # how long a resolution is reused before pip is asked again
+
+
+def _python_tag() -> str:
+    return f"python {sys.version_info.major}.{sys.version_info.minor} {os.path.realpath(sys.base_prefix)}"
+
+
+def _digest(lines: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def pins(flavour: JupyterFlavour) -> tuple[str, ...]:
+    """What `pip install REQUIREMENTS` installs today, as sorted `name==version` lines. Asked of
+    pip at most once a day; if pip cannot answer (no index), the last answer is used."""
+    remembered = RESOLVED / f"{flavour.name}-{_digest([*flavour.requirements, _python_tag()])}.json"
+    try:
+        age = time.time() - remembered.stat().st_mtime
+    except OSError:
+        age = None
+    if age is not None and age < RESOLVE_FOR_S:
+        return tuple(json.loads(remembered.read_text()))
+    try:
+        resolved = _resolve(flavour)
+    except RuntimeError:
+        if age is None:
+            raise
+        return tuple(json.loads(remembered.read_text()))
+    RESOLVED.mkdir(parents=True, exist_ok=True)
+    partial = remembered.with_name(f".{remembered.name}.{os.getpid()}")
+    partial.write_text(json.dumps(resolved))
+    os.replace(partial, remembered)
+    return resolved
+
+
+def _resolve(flavour: JupyterFlavour) -> tuple[str, ...]:
+    argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
+    argv += ["--disable-pip-version-check", "--quiet", "--report", "-", *flavour.requirements]
+    report = json.loads(_run(argv, _clean_env(), f"resolving {' '.join(flavour.requirements)}"))
+    found = {(d["metadata"]["name"], d["metadata"]["version"]) for d in report["install"]}
+    return tuple(sorted(f"{name}=={version}" for name, version in found))
+
+
 def cache_key(flavour: JupyterFlavour) -> str:
-    text = "\n".join(
-        [*flavour.requirements, f"python {sys.version_info.major}.{sys.version_info.minor}"]
-    )
-    text += f"\n{os.path.realpath(sys.base_prefix)}"
-    return f"{flavour.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"{flavour.name}-{_digest([*pins(flavour), _python_tag()])}"
+
+
+def versions(name: str) -> dict[str, str]:
+    """Distribution -> version installed in flavour `name`'s venv (for reports and the README)."""
+    pairs = (line.split("==", 1) for line in pins(FLAVOURS[name]))
+    return {dist.lower().replace("_", "-"): version for dist, version in pairs}
 
 
 def venv_path(name: str) -> Path:
@@ -204,16 +254,19 @@ def _usable(entry: Path) -> bool:
 def _build(flavour: JupyterFlavour, target: Path) -> None:
     env = _clean_env()
     _run([sys.executable, "-m", "venv", str(target)], env, f"python -m venv for {flavour.name}")
+    exact = pins(flavour)
     pip = [str(python_of(target)), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    _run([*pip, *flavour.requirements], env, f"pip install {' '.join(flavour.requirements)}")
+    _run(
+        [*pip, *exact], env, f"pip install {' '.join(flavour.requirements)} (as {len(exact)} pins)"
+    )
     # Prove the venv is what its name says before publishing it.
     check = (
         "import importlib.metadata as m, sys\n"
         "for line in sys.argv[1:]:\n"
-        "    name = line.split('>')[0].split('<')[0].split('=')[0].split('!')[0]\n"
-        "    m.version(name)\n"
+        "    name, version = line.split('==')\n"
+        "    assert m.version(name) == version, (name, m.version(name), version)\n"
     )
-    _run([str(python_of(target)), "-c", check, *flavour.requirements], env, "checking the venv")
+    _run([str(python_of(target)), "-c", check, *exact], env, "checking the venv")
 
 
 def _clean_env() -> dict[str, str]:
@@ -226,7 +279,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], env: dict[str, str], what: str) -> None:
+def _run(argv: list[str], env: dict[str, str], what: str) -> str:
     done = subprocess.run(
         argv,
         capture_output=True,
@@ -239,6 +292,7 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> None:
     if done.returncode != 0:
         output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-30:])
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{output}")
+    return done.stdout
 
 
 @contextlib.contextmanager
@@ -263,6 +317,9 @@ def _main() -> int:
     for name, path in build_all().items():
         took = BUILD_SECONDS.get(name)
         print(f"{name:16} {path}  {f'built in {took:.0f}s' if took else 'cached'}")
+        found = versions(name)
+        shown = ("notebook", "jupyterlab", "jupyter-server", "ipykernel", "jupyter-client")
+        print("                 " + ", ".join(f"{d} {found[d]}" for d in shown if d in found))
     print(f"total {time.monotonic() - started:.0f}s")
     return 0
 

@@ -37,6 +37,8 @@ PROFILES_REFERENCE = "## Profiles reference"
 RELAYS = {
     ("keeper.py", "_relay"): "the keeper's own error, sent over the pipe and raised again in `up`",
     ("proxycommand.py", "__init__"): "ProxyFailed carries the message ProxySocket.failure builds",
+    ("usage_errors.py", "render"): "click's own words for a usage error (README: Installation and "
+    "the command line)",
 }
 PLACEHOLDER = "\0"  # where a message has a value filled in at run time
 WRAPPERS = ("_one_line", "mask", "str")  # calls that pass a message's text through

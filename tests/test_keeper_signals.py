@@ -70,3 +70,48 @@ def test_a_signal_while_serving_ends_the_loop_and_the_clean_up_runs(
     assert tunnel.got_lock_in_close, "the signal interrupted the lock's holder: clean-up would hang"
     assert tunnel.closed_with is stops_remote  # TERM stops Jupyter; USR1 hands it over
     assert state.read("gpu") is None
+
+
+class StartUpLockWindowTunnel:
+    """open(): take a lock, let the signal arrive, release it (no try/finally, as in paramiko),
+    then run until cancelled. abandon_on_failure(): needs the lock, as the STOP script needs
+    paramiko's."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.lock = threading.Lock()
+        self.cancelled = threading.Event()
+        self.got_lock_in_clean_up: bool | None = None
+
+    def open(self) -> None:
+        self.lock.acquire()
+        os.kill(os.getpid(), self.signum)
+        time.sleep(0.2)  # a handler that raised would run in here, between two bytecodes
+        self.lock.release()
+        assert self.cancelled.wait(5), "the signal did not cancel the start-up"
+        raise RuntimeError("cancelled")
+
+    def cancel(self) -> bool:
+        self.cancelled.set()
+        return True  # it reached the host: the clean-up must run
+
+    def abandon_on_failure(self) -> None:
+        self.got_lock_in_clean_up = self.lock.acquire(timeout=2)
+        if self.got_lock_in_clean_up:
+            self.lock.release()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_never_lands_inside_it_and_the_clean_up_runs(
+    restore_handlers: None, signum: int
+) -> None:
+    from colabtunnel import startup
+
+    saved = signal.getsignal(signal.SIGINT)
+    tunnel = StartUpLockWindowTunnel(signum)
+    try:
+        with pytest.raises(startup.Interrupted):
+            startup.open_tunnel(tunnel, (signal.SIGINT, signal.SIGTERM))  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert tunnel.got_lock_in_clean_up, "the signal interrupted the lock's holder: clean-up hangs"

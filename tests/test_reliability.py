@@ -1,31 +1,24 @@
 """Real faults against a running tunnel: a dropped connection, an sshd outage, a sleeping laptop,
-a crashed Jupyter, racing `up`s and Ctrl-C at every step of `up`. Each test owns its sshd, so it
-can kill and restart it on the same port."""
+a crashed Jupyter, a killed keeper, racing `up`s. Each test owns its sshd, so it can kill and
+restart it on the same port. (A silent link: test_link_faults.py; signals: test_interrupts.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
-import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
-from colabtunnel.probe import execute_request
-from tests.conftest import ACTIVATE, Env, jupyters_under, leftover_processes, wait_for
+from tests.conftest import ACTIVATE, Env, jupyters_under, wait_for
 from tests.sshd import Sshd, running_sshd
-from tests.tcp_servers import TcpServer
+from tests.tunnel_helpers import URL_RE, Kernel, answers, status_of, up_json
 
 OUTAGE_S = float(os.environ.get("COLABTUNNEL_TEST_OUTAGE_S", "40"))
 SLEEP_S = float(os.environ.get("COLABTUNNEL_TEST_SLEEP_S", "60"))
-URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
 
 @pytest.fixture
@@ -49,60 +42,15 @@ def own_sshd(tmp_path: Path, env: Env) -> Iterator[Sshd]:
 
 
 def _up(env: Env, name: str = "rel") -> dict:
-    done = env.run("up", name, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["tunnel"]
+    return up_json(env, name)
 
 
 def _status(env: Env, name: str = "rel") -> dict | None:
-    tunnels = json.loads(env.run("status", name, "--json").stdout)["tunnels"]
-    return tunnels[0] if tunnels else None
-
-
-class Kernel:
-    """A kernel on the remote Jupyter, talked to through the tunnel like Colab does."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.base, self.token = f"http://127.0.0.1:{port}", token
-        resp = requests.post(
-            f"{self.base}/api/kernels", params={"token": token}, json={}, timeout=60
-        )
-        resp.raise_for_status()
-        self.id = resp.json()["id"]
-
-    def run(self, code: str, timeout: float = 60) -> str:
-        import websocket
-
-        ws = websocket.create_connection(
-            f"ws://{self.base[7:]}/api/kernels/{self.id}/channels?token={self.token}",
-            origin="https://colab.research.google.com",
-            timeout=timeout,
-        )
-        try:
-            msg = execute_request(code, "reliability-test")
-            ws.send(json.dumps(msg))
-            out = ""
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                reply = json.loads(ws.recv())
-                if reply.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
-                    continue
-                if reply["msg_type"] == "stream":
-                    out += reply["content"]["text"]
-                if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
-                    return out
-            raise AssertionError(f"no reply to {code!r}")
-        finally:
-            ws.close()
+    return status_of(env, name)
 
 
 def _answers(port: int, token: str) -> bool:
-    try:
-        return requests.get(
-            f"http://127.0.0.1:{port}/api/status", params={"token": token}, timeout=5
-        ).ok
-    except requests.RequestException:
-        return False
+    return answers(port, token)
 
 
 def _keeper_sshd_child(server: Sshd, keeper_pid: int) -> psutil.Process:
@@ -201,87 +149,13 @@ def test_two_ups_at_once_make_one_tunnel(env: Env, own_sshd: Sshd) -> None:
     assert len(servers) == 1
 
 
-class _SlowProxy:
-    """A TCP proxy that holds each new connection `delay` seconds before passing bytes on."""
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        self.target_port, self.delay = target_port, delay
-        self._server = TcpServer(self._serve)
-        self.port = self._server.port
-        self.close = self._server.close
-
-    def _serve(self, client: socket.socket) -> None:
-        time.sleep(self.delay)
-        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        from colabtunnel.forwarder import pump
-
-        with upstream:
-            pump(client, upstream)
-
-
-def _interrupt_when(env: Env, name: str, marker: str) -> None:
-    proc = env.popen("up", name)
-    assert proc.stderr is not None
-    seen = ""
-    for line in proc.stderr:
-        seen += line
-        if marker in line:
-            proc.send_signal(signal.SIGINT)
-            break
-    _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130, seen + rest
-    assert "Traceback" not in seen + rest
-
-
-def _nothing_left(env: Env, server: Sshd, name: str) -> None:
-    wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
-    assert not [p for p in leftover_processes(env) if "colabtunnel.keeper" in " ".join(p.cmdline())]
-    assert not (env.ct_home / "state" / f"{name}.json").exists()
-
-
-def test_interrupt_during_connect(env: Env, own_sshd: Sshd) -> None:
-    proxy = _SlowProxy(own_sshd.port, delay=5)
-    try:
-        env.known_hosts.write_text(
-            env.known_hosts.read_text()
-            + own_sshd.known_hosts_line().replace(f"]:{own_sshd.port}", f"]:{proxy.port}")
-        )
-        env.write_profile(
-            "slowlink",
-            host="127.0.0.1",
-            port=proxy.port,
-            user="root",
-            identity_file=str(own_sshd.client_key),
-            activate=ACTIVATE,
-        )
-        _interrupt_when(env, "slowlink", "connecting to")
-        _nothing_left(env, own_sshd, "slowlink")
-    finally:
-        proxy.close()
-
-
-def test_interrupt_during_jupyter_start(env: Env, own_sshd: Sshd, tmp_path: Path) -> None:
-    slow = tmp_path / "slow-jupyter"
-    slow.write_text(f'#!/bin/sh\nsleep 3\nexec {Path(sys.executable).parent / "jupyter"} "$@"\n')
-    slow.chmod(0o755)
-    env.write_profile(
-        "slowstart",
-        host="127.0.0.1",
-        port=own_sshd.port,
-        user="root",
-        identity_file=str(own_sshd.client_key),
-        activate=ACTIVATE,
-        jupyter=str(slow),
-    )
-    _interrupt_when(env, "slowstart", "starting ")
-    _nothing_left(env, own_sshd, "slowstart")
-    assert not [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if str(slow) in " ".join(p.info["cmdline"] or [])
-    ]
-
-
-def test_interrupt_during_probe(env: Env, own_sshd: Sshd) -> None:
-    _interrupt_when(env, "rel", "checking it the way Colab")
-    _nothing_left(env, own_sshd, "rel")
+def test_killed_keeper_then_up_keeps_the_kernel_and_its_state(env: Env, own_sshd: Sshd) -> None:
+    tunnel = _up(env)
+    port, token = tunnel["local_port"], tunnel["url"].split("token=")[1]
+    kernel = Kernel(port, token)
+    kernel.run("x = 41")
+    os.kill(tunnel["keeper_pid"], signal.SIGKILL)
+    wait_for(lambda: not _answers(port, token), timeout=10)
+    again = _up(env)
+    assert again["url"] == tunnel["url"]
+    assert kernel.run("print(x + 1)").strip() == "42"  # the same kernel, its variables intact

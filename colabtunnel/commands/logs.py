@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from colabtunnel import hosts, launchers, state
+from colabtunnel import hosts, launchers, redact, state
 from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
@@ -20,7 +20,10 @@ def logs(
     prompter: Prompter | None = None,
 ) -> None:
     profile = get_profile(name)
-    launcher = launchers.for_record(state.read(name), profile)
+    record = state.read(name)
+    if record is not None:  # mask() knows `token=...`; a bare token only once registered
+        redact.register(record.token)
+    launcher = launchers.for_record(record, profile)
     creds = Credentials(name, prompter=prompter)
     profile = local_jupyter(profile) if profile.is_local else profile
     with hosts.connected(profile, reporter, creds) as host:

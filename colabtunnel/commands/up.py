@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from colabtunnel import keeper, keeper_control, state
+from colabtunnel import keeper, keeper_control, startup, state
 from colabtunnel.credentials import Credentials, Prompter
-from colabtunnel.errors import ColabtunnelError, ConfigError
+from colabtunnel.errors import EXIT_INTERRUPTED, ColabtunnelError, ConfigError
 from colabtunnel.output import confirm
 from colabtunnel.profiles import get_profile, with_overrides
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 LOCK_MARGIN_S = 60.0
+# A keeper in these states cannot get back in by itself; a new `up` hands the tunnel to a new one.
+HANDED_OVER = ("needs-login", "host-key-changed")
 
 
 @dataclass(frozen=True)
@@ -51,15 +54,17 @@ def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpR
     name = request.name
     request.check()
     get_profile(name)  # fail on configuration now, before anything starts
-    with state.lock(name, request.timeout + LOCK_MARGIN_S):
+    # SIGTERM is handled like Ctrl-C (this process runs no paramiko: the keeper does).
+    with _sigterm_as_interrupt(), state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
         running = state.live(name)
-        if running is not None and running.health not in ("needs-login", "remote-dead"):
+        if running is not None and running.health not in (*HANDED_OVER, "remote-dead"):
             return UpResult(running, reused=True)
-        if running is not None and running.health == "needs-login":
-            # Its keeper cannot log in again by itself (a one-time code): hand the tunnel to a new
-            # keeper that asks here. The remote Jupyter, its token and the local port stay.
-            reporter.step("the tunnel needs a new login")
+        if running is not None and running.health in HANDED_OVER:
+            # Its keeper cannot log in again by itself (a one-time code; a host key that changed
+            # and may have been trusted again since): hand the tunnel to a new keeper that tries
+            # here. The remote Jupyter, its token and the local port stay.
+            reporter.step(f"the tunnel needs a new login ({running.health})")
             keeper.release(running)
         elif running is not None:
             reporter.note(
@@ -85,7 +90,7 @@ def up_foreground(
         get_profile(name), local_port=request.local_port, remote_port=request.remote_port
     )
     creds = Credentials(name, prompter=prompter)
-    with state.lock(name, request.timeout + LOCK_MARGIN_S):
+    with _sigterm_as_interrupt(), state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
         if state.live(name) is not None:
             raise ColabtunnelError(
@@ -93,41 +98,66 @@ def up_foreground(
                 hint=f"run `colabtunnel down {name}` first, or use it as it is",
             )
         tunnel = Tunnel(profile, request.options(previous), reporter, creds)
-        restore = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            try:
-                tunnel.open()
-            except BaseException:
-                tunnel.abandon_on_failure()
-                raise
+            startup.open_tunnel(tunnel, keeper.INTERRUPTS, note=startup.CLEANUP_NOTE)
+        except startup.Interrupted as exc:
+            if exc.worker_busy:
+                reporter.note("interrupted")
+                startup.leave_now(EXIT_INTERRUPTED)
+            raise KeyboardInterrupt from None
+        try:
             creds.offer_to_save(lambda question: confirm(prompter, question))
             record = tunnel.record(os.getpid(), foreground=True)
             state.write(record)
         except BaseException:
-            signal.signal(signal.SIGTERM, restore)
+            with startup.patient(keeper.INTERRUPTS):
+                tunnel.abandon_on_failure()
             raise
+    _serve_foreground(tunnel, record, reporter, on_ready)
+
+
+def _serve_foreground(
+    tunnel: Tunnel,
+    record: state.Record,
+    reporter: Reporter,
+    on_ready: Callable[[state.Record], None],
+) -> None:
     # While serving, Ctrl-C and SIGTERM only end the serve loop: raised as KeyboardInterrupt they
     # could land inside paramiko between a lock's acquire() and its try, and the clean-up (the STOP
-    # script goes over the same transport) would wait on that lock forever. A second Ctrl-C raises.
+    # script goes over the same transport) would wait on that lock forever. Later ones only say
+    # that the clean-up is still running: cutting it short would leave Jupyter on the host.
     stop = threading.Event()
+    note = f"! {startup.CLEANUP_NOTE}\n".encode()
 
     def ask_to_stop(signum: int, frame: object) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            with contextlib.suppress(OSError):
+                os.write(2, note)
+            return
         stop.set()
 
-    restore_int = signal.signal(signal.SIGINT, ask_to_stop)
-    signal.signal(signal.SIGTERM, ask_to_stop)
+    restore = {s: signal.signal(s, ask_to_stop) for s in keeper.INTERRUPTS}
     try:
         on_ready(record)
-        with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
-            tunnel.serve(stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at))
+        with keeper_control.serving(record.profile, keeper_control.tunnel_handlers(tunnel)):
+            tunnel.serve(
+                stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail)
+            )
         reporter.step("stopping: closing the tunnel and the remote Jupyter")
     finally:
         tunnel.close(stop_remote=True)
-        state.remove(name)
+        state.remove(record.profile)
+        for signum, handler in restore.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    restore = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
         signal.signal(signal.SIGTERM, restore)
-        signal.signal(signal.SIGINT, restore_int)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -1,0 +1,212 @@
+"""Ctrl-C and SIGTERM at every step of `up` and `up --foreground` leave nothing on either side:
+no keeper, no Jupyter, no kernel, no state record, no run directory on the host (it holds the
+token).
+
+Each step is held open by a real slowness, and the test signals only once `up` has said (on its
+progress output) that it reached that step:
+- connecting: the link to sshd is silent (tests/silent_link.py), so the SSH banner never comes;
+- inspecting and starting: the profile's `activate` line takes 3 s (it runs in both scripts; while
+  the start script runs it, the host lock is held);
+- waiting for Jupyter: `jupyter` is a wrapper that sleeps 8 s before it becomes Jupyter, and the
+  signal goes once its PID is on the host (the launch is over, the server does not answer yet);
+- probing: the host's python3 kernelspec sleeps 10 s before it starts the kernel, so the probe's
+  kernel is not ready;
+- after the URL (foreground: that is how it is stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ACTIVATE, VENV_BIN, Env, jupyters_under, wait_for
+from tests.silent_link import SilentLink
+from tests.sshd import Sshd, running_sshd
+from tests.tunnel_helpers import URL_RE, keepers, nothing_left, run_dir
+
+NAME = "sig"
+SLOW_S = 3
+PROMPT_S = 5.0  # the slow steps below hold for 8-10 s more
+
+
+@dataclass
+class Host:
+    server: Sshd
+    link: SilentLink
+    tmp: Path
+
+
+@pytest.fixture
+def host(tmp_path: Path, env: Env) -> Iterator[Host]:
+    """An sshd of this test's own, reached through a SilentLink (profile written per step)."""
+    with running_sshd(tmp_path / "own-sshd") as server:
+        link = SilentLink(server.port)
+        env.known_hosts.write_text(
+            env.known_hosts.read_text() + f"[127.0.0.1]:{link.port} {server.host_key_pub}\n"
+        )
+        try:
+            yield Host(server, link, tmp_path)
+        finally:
+            link.release()
+            env.run("down", NAME, timeout=120)
+            link.close()
+            for proc in jupyters_under(server.remote_home):
+                proc.kill()
+
+
+def _profile(env: Env, host: Host, **keys: object) -> None:
+    defaults: dict[str, object] = {"activate": ACTIVATE, "keepalive": 5}
+    env.write_profile(
+        NAME,
+        host="127.0.0.1",
+        port=host.link.port,
+        user="root",
+        identity_file=str(host.server.client_key),
+        **{**defaults, **keys},
+    )
+
+
+def _slow_jupyter(host: Host) -> Path:
+    wrapper = host.tmp / "slow-jupyter"
+    wrapper.write_text(f'#!/bin/sh\nsleep 8\nexec {VENV_BIN / "jupyter"} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _slow_kernelspec(host: Host) -> None:
+    spec = host.server.remote_home / ".local/share/jupyter/kernels/python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    launch = f'sleep 10; exec {sys.executable} -m ipykernel_launcher -f "$0"'
+    argv = ["sh", "-c", launch, "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "slow", "language": "python"})
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    marker: str  # what `up` prints when it gets there
+    prepare: Callable[[Env, Host], None]
+    reached: Callable[[Host], bool] = lambda host: True  # more proof, on the host itself
+    # The step is cut short at once (the launched Jupyter stopped, the probe's connections
+    # closed, the login abandoned) rather than waited for.
+    prompt: bool = False
+
+
+STEPS = {
+    "connecting": Step(
+        "connecting to", lambda env, host: (_profile(env, host), host.link.hold()), prompt=True
+    ),
+    "inspecting": Step(
+        "inspecting", lambda env, host: _profile(env, host, activate=_SLOW_ACTIVATE)
+    ),
+    "starting": Step("starting ", lambda env, host: _profile(env, host, activate=_SLOW_ACTIVATE)),
+    "waiting for Jupyter": Step(
+        "starting ",
+        lambda env, host: _profile(env, host, jupyter=str(_slow_jupyter(host))),
+        reached=lambda host: (run_dir(host.server, NAME) / "jupyter.pid").exists(),
+        prompt=True,
+    ),
+    "probing": Step(
+        "checking it the way Colab",
+        lambda env, host: (_profile(env, host), _slow_kernelspec(host)),
+        prompt=True,
+    ),
+}
+_SLOW_ACTIVATE = f"{ACTIVATE}\nsleep {SLOW_S}"
+
+
+def _until(proc: subprocess.Popen[str], marker: str) -> str:
+    """Read `up`'s progress (stderr) until `marker`; return what was read."""
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if marker in line:
+            return seen
+    raise AssertionError(f"`up` ended before {marker!r}:\n{seen}")
+
+
+def _interrupt(env: Env, host: Host, step: Step, signum: int, *args: str) -> float:
+    """Run `up` to `step`, signal it; return how long it took to exit after the signal."""
+    step.prepare(env, host)
+    proc = env.popen("up", NAME, *args)
+    seen = _until(proc, step.marker)
+    wait_for(lambda: step.reached(host), timeout=20, interval=0.02)
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    out, rest = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    output = seen + rest
+    assert proc.returncode == 130, f"exit {proc.returncode}\n{output}"
+    assert "Traceback" not in output and "internal error" not in output, output
+    assert not URL_RE.search(out), out
+    return took
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("step", list(STEPS))
+@pytest.mark.parametrize("mode", ["background", "foreground"])
+def test_a_signal_at_each_step_of_up_leaves_nothing(
+    env: Env, host: Host, mode: str, step: str, signum: int
+) -> None:
+    args = ("--foreground",) if mode == "foreground" else ()
+    took = _interrupt(env, host, STEPS[step], signum, *args)
+    host.link.release()
+    nothing_left(env, host.server, NAME)
+    print(f"{mode} {step}: exited {took:.2f} s after the signal")
+    if STEPS[step].prompt:
+        assert took < PROMPT_S, f"`up` took {took:.1f} s to exit after the signal"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_after_the_url_stops_a_foreground_tunnel_completely(
+    env: Env, host: Host, signum: int
+) -> None:
+    _profile(env, host)
+    proc = env.popen("up", NAME, "--foreground")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert URL_RE.search(line), line
+    assert jupyters_under(host.server.remote_home)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    nothing_left(env, host.server, NAME)
+
+
+@pytest.mark.parametrize("mode", ["background", "foreground"])
+def test_a_second_ctrl_c_during_the_clean_up_does_not_cut_it_short(
+    env: Env, host: Host, mode: str
+) -> None:
+    _profile(env, host, activate=_SLOW_ACTIVATE)
+    proc = env.popen("up", NAME, *(["--foreground"] if mode == "foreground" else []))
+    seen = _until(proc, "starting ")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the clean-up now waits for the host lock (the slow activate holds it)
+    assert proc.poll() is None, "the clean-up was over before the second Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert not keepers(env), "`up` returned while its keeper was still cleaning up"
+    nothing_left(env, host.server, NAME)
+    assert proc.returncode == 130, seen + rest
+    assert "still cleaning up" in rest, rest
+    assert "Traceback" not in rest
+
+
+def test_an_interrupt_while_the_host_lock_is_held_leaves_no_jupyter(env: Env, host: Host) -> None:
+    """The start script holds the host lock from before `activate` until Jupyter's PID is on disk;
+    the clean-up's STOP waits for it, so a Jupyter launched after the interrupt is still stopped."""
+    _interrupt(env, host, STEPS["starting"], signal.SIGINT)
+    # the launch that was under way when the signal came did happen, and was stopped
+    assert "jupyter.pid" not in str(list(host.server.remote_home.rglob("*")))
+    nothing_left(env, host.server, NAME)

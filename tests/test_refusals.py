@@ -1,0 +1,54 @@
+"""`up` prints no URL when its own checks fail: the Colab check through the tunnel, or the host's
+proof that the token is enforced. Exit 1, the failing check named, nothing left running."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ACTIVATE, Env, jupyters_under
+from tests.sshd import Sshd, running_sshd
+from tests.test_bad_input import clean_error
+from tests.tunnel_helpers import URL_RE, nothing_left
+
+NAME = "strict"
+
+
+@pytest.fixture
+def own(tmp_path: Path, env: Env) -> Iterator[Sshd]:
+    with running_sshd(tmp_path / "own-sshd") as server:
+        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
+        yield server
+        env.run("down", NAME, timeout=120)
+        for proc in jupyters_under(server.remote_home):
+            proc.kill()
+
+
+def _refused(env: Env, own: Sshd, jupyter_args: list[str]) -> str:
+    env.write_profile(
+        NAME,
+        host="127.0.0.1",
+        port=own.port,
+        user="root",
+        identity_file=str(own.client_key),
+        activate=ACTIVATE,
+        jupyter_args=jupyter_args,
+    )
+    done = env.run("up", NAME)
+    error, hint = clean_error(done, 1)
+    assert not URL_RE.search(done.stdout + done.stderr), done.stdout
+    nothing_left(env, own, NAME)
+    return error + "\n" + hint
+
+
+def test_no_url_when_the_colab_check_fails_without_allow_credentials(env: Env, own: Sshd) -> None:
+    said = _refused(env, own, ["--NotebookApp.allow_credentials=False"])
+    assert "Colab check 'preflight' failed" in said, said
+    assert "Access-Control-Allow-Credentials" in said or "credentials" in said.lower(), said
+
+
+def test_no_url_when_the_host_does_not_enforce_the_token(env: Env, own: Sshd) -> None:
+    said = _refused(env, own, ["--IdentityProvider.token="])
+    assert "WITHOUT authentication" in said, said

@@ -1,0 +1,117 @@
+"""What the fault tests share: bring a profile up, read its health, talk to a kernel through the
+tunnel the way Colab does, and check that nothing is left on either side."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from colabtunnel.probe import execute_request
+from tests.conftest import Env, jupyters_under, leftover_processes, wait_for
+from tests.sshd import Sshd
+
+URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
+
+
+def up_json(env: Env, name: str) -> dict:
+    done = env.run("up", name, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["tunnel"]
+
+
+def status_of(env: Env, name: str) -> dict | None:
+    tunnels = json.loads(env.run("status", name, "--json").stdout)["tunnels"]
+    return tunnels[0] if tunnels else None
+
+
+def record_of(env: Env, name: str) -> dict | None:
+    """The state record as the keeper last wrote it (what `status` reads), without a process
+    start: fault tests poll it every 0.1 s."""
+    try:
+        return json.loads((env.ct_home / "state" / f"{name}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def token_of(tunnel: dict) -> str:
+    return tunnel["url"].split("token=")[1]
+
+
+class Kernel:
+    """A kernel on the remote Jupyter, talked to through the tunnel like Colab does."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.base, self.token = f"http://127.0.0.1:{port}", token
+        resp = requests.post(
+            f"{self.base}/api/kernels", params={"token": token}, json={}, timeout=60
+        )
+        resp.raise_for_status()
+        self.id = resp.json()["id"]
+
+    def run(self, code: str, timeout: float = 60) -> str:
+        import websocket
+
+        ws = websocket.create_connection(
+            f"ws://{self.base[7:]}/api/kernels/{self.id}/channels?token={self.token}",
+            origin="https://colab.research.google.com",
+            timeout=timeout,
+        )
+        try:
+            msg = execute_request(code, "reliability-test")
+            ws.send(json.dumps(msg))
+            out = ""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                reply = json.loads(ws.recv())
+                if reply.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
+                    continue
+                if reply["msg_type"] == "stream":
+                    out += reply["content"]["text"]
+                if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                    return out
+            raise AssertionError(f"no reply to {code!r}")
+        finally:
+            ws.close()
+
+
+def answers(port: int, token: str, timeout: float = 5) -> bool:
+    try:
+        return requests.get(
+            f"http://127.0.0.1:{port}/api/status", params={"token": token}, timeout=timeout
+        ).ok
+    except requests.RequestException:
+        return False
+
+
+def run_dir(server: Sshd, name: str) -> Path:
+    """The profile's run directory on the host (Jupyter's log, PID, port and token)."""
+    return server.remote_home / ".local" / "state" / "colabtunnel" / name
+
+
+def keepers(env: Env) -> list:
+    return [p for p in leftover_processes(env) if "colabtunnel.keeper" in " ".join(p.cmdline())]
+
+
+def sessions(server: Sshd) -> list[psutil.Process]:
+    """What the sshd is running for clients right now (its session processes and their scripts)."""
+    try:
+        return psutil.Process(server.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def nothing_left(env: Env, server: Sshd, name: str) -> None:
+    """No keeper, no Jupyter and no kernel on the host, no state record, no host run directory.
+
+    Checked once the host is quiet (no keeper, no script still running in an sshd session): a
+    start script still under way could otherwise launch a Jupyter after the check."""
+    wait_for(lambda: not keepers(env), timeout=15)
+    wait_for(lambda: not sessions(server), timeout=60)
+    wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
+    assert not (env.ct_home / "state" / f"{name}.json").exists()
+    assert not run_dir(server, name).exists(), sorted(run_dir(server, name).iterdir())
