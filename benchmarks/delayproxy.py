@@ -11,6 +11,10 @@ kernel's TCP only ever sees the loopback hops on either side of the proxy). So t
 flow control on the emulated link is the application's own, which for SSH is the channel window:
 exactly what the benchmark wants to expose.
 
+With --trace FILE it also writes one line per chunk read, "CONN DIR T BYTES" (DIR ">" towards the
+target, "<" back; T on CLOCK_BOOTTIME, the clock the start-up benchmark stamps `up`'s steps with),
+from which benchmarks/roundtrips.py counts the round trips each step of `up` waits for.
+
 Run: python -m benchmarks.delayproxy --target PORT --delay 0.025  (prints {"port": N})
 """
 
@@ -19,18 +23,47 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
+import itertools
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import IO
 
 from benchmarks.lifeline import serve_forever
 
 CHUNK = 1 << 20
 
 
+class Trace:
+    """Where each chunk read was seen, for counting round trips (None: not traced)."""
+
+    def __init__(self, out: IO[str] | None) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+
+    def seen(self, conn: int, way: str, nbytes: int) -> None:
+        if self.out is None:
+            return
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        with self.lock:
+            self.out.write(f"{conn} {way} {now:.6f} {nbytes}\n")
+            self.out.flush()
+
+
 class Direction:
-    def __init__(self, src: socket.socket, dst: socket.socket, delay: float, cap: int) -> None:
+    def __init__(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        delay: float,
+        cap: int,
+        seen: Callable[[int], None],
+    ) -> None:
         self.src, self.dst, self.delay, self.cap = src, dst, delay, cap
+        self.seen = seen
         self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
         self.queued = 0
         self.cv = threading.Condition()
@@ -43,6 +76,8 @@ class Direction:
                     data = self.src.recv(CHUNK)
                 except OSError:
                     data = b""
+                if data:
+                    self.seen(len(data))
                 with self.cv:
                     while self.queued > self.cap and not self.failed:
                         self.cv.wait()
@@ -93,7 +128,10 @@ class Direction:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-def handle(client: socket.socket, target: tuple[str, int], delay: float, cap: int) -> None:
+def handle(
+    client: socket.socket, target: tuple[str, int], delay: float, cap: int, trace: Trace
+) -> None:
+    conn = next(trace.ids)
     try:
         upstream = socket.create_connection(target)
     except OSError:
@@ -102,8 +140,8 @@ def handle(client: socket.socket, target: tuple[str, int], delay: float, cap: in
     for sock in (client, upstream):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     threads = []
-    for src, dst in ((client, upstream), (upstream, client)):
-        direction = Direction(src, dst, delay, cap)
+    for src, dst, way in ((client, upstream, ">"), (upstream, client, "<")):
+        direction = Direction(src, dst, delay, cap, functools.partial(trace.seen, conn, way))
         threads += [
             threading.Thread(target=direction.read, daemon=True),
             threading.Thread(target=direction.write, daemon=True),
@@ -122,9 +160,11 @@ def main() -> None:
     parser.add_argument("--target", type=int, required=True, help="port on 127.0.0.1")
     parser.add_argument("--delay", type=float, default=0.025, help="seconds, each way")
     parser.add_argument("--cap", type=int, default=64 << 20, help="max queued bytes per direction")
+    parser.add_argument("--trace", help="write one line per chunk read to this file")
     args = parser.parse_args()
     target = ("127.0.0.1", args.target)
-    serve_forever(lambda conn: handle(conn, target, args.delay, args.cap))
+    trace = Trace(open(args.trace, "a") if args.trace else None)  # noqa: SIM115 (lives as long as we do)
+    serve_forever(lambda conn: handle(conn, target, args.delay, args.cap, trace))
 
 
 if __name__ == "__main__":

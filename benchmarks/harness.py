@@ -168,6 +168,7 @@ class Sshd:
     client_key: Path
     remote_home: Path
     child: Child
+    log: Path
 
 
 def keygen(path: Path) -> None:
@@ -177,75 +178,130 @@ def keygen(path: Path) -> None:
     )
 
 
-def start_sshd(children: Children, root: Path) -> Sshd:
-    """/usr/sbin/sshd -D on a free loopback port (the set-up of tests/sshd.py)."""
+def start_sshd(
+    children: Children, root: Path, name: str = "sshd", client_key: Path | None = None
+) -> Sshd:
+    """/usr/sbin/sshd -D on a free loopback port (the set-up of tests/sshd.py), logging every
+    connection it accepts; `client_key`: the key it lets in (default: one made for it)."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
-    host_key, client_key = root / "host_ed25519", root / "client_ed25519"
+    host_key = root / "host_ed25519"
     keygen(host_key)
-    keygen(client_key)
-    (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
+    if client_key is None:
+        client_key = root / "client_ed25519"
+        keygen(client_key)
+    (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
     remote_home = root / "remote-home"
     remote_home.mkdir()
     Path("/run/sshd").mkdir(exist_ok=True)
     port = free_port()
     config = root / "sshd_config"
-    config.write_text(config_text(port, root, host_key, remote_home, extra="MaxStartups 100\n"))
-    child = children.command("sshd", [SSHD, "-D", "-e", "-f", str(config)])
+    extra = "MaxStartups 100\nLogLevel VERBOSE\n"  # VERBOSE: "Connection from" per connection
+    config.write_text(config_text(port, root, host_key, remote_home, extra=extra))
+    child = children.command(name, [SSHD, "-D", "-e", "-f", str(config)])
     deadline = time.monotonic() + 20
     while True:
         if child.popen.poll() is not None:
-            raise RuntimeError(f"sshd exited: {children.log_tail('sshd')}")
+            raise RuntimeError(f"sshd exited: {children.log_tail(name)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
             s.settimeout(2)
             if s.recv(64).startswith(b"SSH-"):
                 break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sshd did not answer: {children.log_tail('sshd')}")
+            raise RuntimeError(f"sshd did not answer: {children.log_tail(name)}")
         time.sleep(0.05)
     pub = (root / "host_ed25519.pub").read_text().split()
-    return Sshd(port, f"{pub[0]} {pub[1]}", client_key, remote_home, child)
+    return Sshd(
+        port, f"{pub[0]} {pub[1]}", client_key, remote_home, child, children.logdir / f"{name}.log"
+    )
+
+
+def connections_accepted(sshd: Sshd) -> int:
+    """How many TCP connections this sshd has accepted so far (its log says each)."""
+    with contextlib.suppress(OSError):
+        return sshd.log.read_text(errors="replace").count("Connection from")
+    return 0
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way from the laptop to the host: an ssh_config alias (and colabtunnel profile of the
+    same name), the port the SSH client dials, and the jump host's port when there is one."""
+
+    alias: str
+    port: int  # what the client connects to (sshd, a delay proxy in front of it, or of the jump)
+    jump_port: int | None = None  # the jump host as the client reaches it; then `port` is sshd's
 
 
 @dataclass
 class World:
-    """A HOME and COLABTUNNEL_HOME of the benchmark's own, pointing at the sshd (directly, and
-    through the delay proxy), so nothing touches the user's files."""
+    """A HOME and COLABTUNNEL_HOME of the benchmark's own, pointing at the sshd (directly, through
+    delay proxies, through a jump host), so nothing touches the user's files."""
 
     root: Path
     home: Path
     ct_home: Path
     sshd: Sshd
     known_hosts: Path
+    ssh_client_config: Path  # for OpenSSH's own client: the same key, strict host keys
+    routes: dict[str, Route]
     env: dict[str, str]
 
     def profile_for(self, link: str) -> str:
-        return "bench" if link == "loopback" else "bench-link"
+        return self.routes[link].alias
 
 
-def make_world(root: Path, sshd: Sshd, link_port: int) -> World:
+def make_world(
+    root: Path,
+    sshd: Sshd,
+    links: dict[str, int],
+    jump: Sshd | None = None,
+    jump_links: dict[str, int] | None = None,
+) -> World:
+    """`links`: link name -> port the client dials for the sshd (itself on loopback, or a delay
+    proxy); `jump_links`: link name -> port that reaches the jump host, for routes through it."""
     home = root / "home"
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(parents=True)
     os.chmod(ssh_dir, 0o700)
+    routes = {
+        link: Route(f"bench-{link}" if link != "loopback" else "bench", port)
+        for link, port in links.items()
+    }
+    keys = [(port, sshd.host_key_pub) for port in links.values()]
+    config = [f"Host {r.alias}\n  HostName 127.0.0.1\n  Port {r.port}\n" for r in routes.values()]
+    for link, port in (jump_links or {}).items():
+        assert jump is not None
+        route = Route(f"bench-{link}", sshd.port, jump_port=port)
+        routes[link] = route
+        keys.append((port, jump.host_key_pub))
+        config.append(
+            f"Host jumphost-{link}\n  HostName 127.0.0.1\n  Port {port}\n"
+            f"Host {route.alias}\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
+            f"  ProxyJump jumphost-{link}\n"
+        )
     known_hosts = ssh_dir / "known_hosts"
     known_hosts.write_text(
-        "".join(f"[127.0.0.1]:{port} {sshd.host_key_pub}\n" for port in (sshd.port, link_port))
-    )
-    (ssh_dir / "config").write_text(
         "".join(
-            f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
-            f"  IdentityFile {sshd.client_key}\n  IdentitiesOnly yes\n"
-            for alias, port in (("bench", sshd.port), ("bench-link", link_port))
+            f"[127.0.0.1]:{port} {key}\n" for port, key in [(sshd.port, sshd.host_key_pub), *keys]
         )
+    )
+    common = f"Host *\n  User root\n  IdentityFile {sshd.client_key}\n  IdentitiesOnly yes\n"
+    (ssh_dir / "config").write_text("".join(config) + common)
+    # OpenSSH's client (the `ssh -L` path) reads a file of its own, passed to every jump too.
+    client_config = root / "ssh_client_config"
+    client_config.write_text(
+        f"{common}  IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking yes\n"
+        f"  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+        "  UpdateHostKeys no\n  ControlMaster no\n  ControlPath none\n"
     )
     ct_home = root / "ct"
     ct_home.mkdir()
     activate = f"source {VENV_BIN / 'activate'}"
     (ct_home / "profiles.toml").write_text(
         "".join(
-            f'[profiles.{name}]\nhost = "{name}"\nactivate = "{activate}"\nworkdir = "~"\n\n'
-            for name in ("bench", "bench-link")
+            f'[profiles.{r.alias}]\nhost = "{r.alias}"\nactivate = "{activate}"\nworkdir = "~"\n\n'
+            for r in routes.values()
         )
     )
     env = {
@@ -263,43 +319,25 @@ def make_world(root: Path, sshd: Sshd, link_port: int) -> World:
         PYTHONPATH=str(REPO),
         PYTHONDONTWRITEBYTECODE="1",
     )
-    return World(root, home, ct_home, sshd, known_hosts, env)
+    return World(root, home, ct_home, sshd, known_hosts, client_config, routes, env)
 
 
-def ssh_forward_argv(world: World, ssh_port: int, local_port: int, remote_port: int) -> list[str]:
-    """The OpenSSH client exactly as a user would forward: -N -L, strict host keys, batch mode."""
+def ssh_forward_argv(world: World, link: str, local_port: int, remote_port: int) -> list[str]:
+    """The OpenSSH client exactly as a user would forward: -N -L (and -J through a jump host),
+    strict host keys, batch mode."""
+    route = world.routes[link]
+    jump = ["-J", f"root@127.0.0.1:{route.jump_port}"] if route.jump_port else []
     return [
         SSH,
         "-F",
-        "/dev/null",
+        str(world.ssh_client_config),
         "-v",
         "-N",
         "-L",
         f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}",
+        *jump,
         "-p",
-        str(ssh_port),
-        "-i",
-        str(world.sshd.client_key),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"UserKnownHostsFile={world.known_hosts}",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "UpdateHostKeys=no",
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-o",
-        "ControlMaster=no",
-        "-o",
-        "ControlPath=none",
+        str(route.port),
         "root@127.0.0.1",
     ]
 
@@ -385,6 +423,13 @@ def cpu_seconds(pids: list[int]) -> float:
                 times = psutil.Process(pid).cpu_times()
                 total += times.user + times.system
     return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, now."""
+    with contextlib.suppress(psutil.Error):
+        return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+    return [pid]
 
 
 def sshd_sessions(sshd: Sshd) -> list[int]:

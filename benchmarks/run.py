@@ -24,14 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness, startup
+from benchmarks import harness, roundtrips, startup
 from benchmarks.harness import Child, Children, World
 
 SCHEMA = 1
 PATHS = ("direct", "ssh", "colabtunnel")
 PATH_LABELS = {"direct": "direct", "ssh": "ssh -L", "colabtunnel": "colabtunnel"}
-LINKS = ("loopback", "link")
+# Where transfers are measured, and what on each: the 50 ms link ("link"), the 100 ms one ("far")
+# and the 50 ms link to a jump host that reaches the sshd on loopback ("jump": ssh -J + -L).
+LINKS = ("loopback", "link", "far", "jump")
+WORKLOADS = {
+    "loopback": ("download", "upload", "rtt"),
+    "link": ("download", "upload", "rtt"),
+    "far": ("download",),
+    "jump": ("download", "upload", "rtt"),
+}
+# `up` on loopback, and at the far link's RTT directly and through the jump host.
+UP_ROUTES = {"far": "far link", "jump-far": "far link through a jump host"}
 STEPS = ("launch", "connect", "detect", "start", "ready", "confirm", "probe")
+# Round trips `up` may spend beyond loopback (issue 14); --quick fails at 1.5 times these.
+ROUND_TRIP_TARGETS = {"far": 10, "jump-far": 14}
 MB = 1_000_000
 PARTS = frozenset({"transfer", "memory", "startup"})
 
@@ -45,6 +57,7 @@ class Config:
     rtts: int  # round trips on loopback
     link_rtts: int  # round trips on the long link
     delay: float  # seconds each way on the long link
+    far_delay: float  # seconds each way on the far link (transfers and `up`)
     rss_bytes: int
     startup_repeat: int
     cli_repeat: int
@@ -63,6 +76,7 @@ class Config:
             rtts=args.rtts or (200 if quick else 2000),
             link_rtts=args.link_rtts or (50 if quick else 200),
             delay=(args.delay_ms if args.delay_ms is not None else (2 if quick else 25)) / 1000,
+            far_delay=(args.far_rtt_ms or 100) / 2000,
             rss_bytes=int((args.rss_mb or (20 if quick else 1000)) * MB),
             startup_repeat=repeat,
             cli_repeat=max(3, repeat),
@@ -140,26 +154,34 @@ class Bench:
         self.world: World | None = None
         try:
             self.sshd = harness.start_sshd(self.children, self.root / "sshd")
+            self.jump = harness.start_sshd(
+                self.children, self.root / "jump", "jump-sshd", client_key=self.sshd.client_key
+            )
             self.server = self.children.python("server", "benchmarks.server")
             self.server_port = int(self.server.info["port"])
-            delay = str(self.cfg.delay)
-            self.link_sshd = self.children.python(
-                "delay-sshd",
-                "benchmarks.delayproxy",
-                "--target",
-                str(self.sshd.port),
-                "--delay",
-                delay,
+            cfg = self.cfg
+            self.traces = {"far": self.root / "far.trace", "jump-far": self.root / "jump-far.trace"}
+            # What each link's client dials: sshd itself or a delay proxy in front of it.
+            self.proxies = {
+                "link": self.delay_proxy("link-sshd", self.sshd.port, cfg.delay),
+                "far": self.delay_proxy("far-sshd", self.sshd.port, cfg.far_delay, "far"),
+                "jump": self.delay_proxy("link-jump", self.jump.port, cfg.delay),
+                "jump-far": self.delay_proxy("far-jump", self.jump.port, cfg.far_delay, "jump-far"),
+            }
+            # The direct path (no tunnel) over the same delays
+            self.server_proxies = {
+                "link": self.delay_proxy("link-server", self.server_port, cfg.delay),
+                "far": self.delay_proxy("far-server", self.server_port, cfg.far_delay),
+            }
+            self.server_proxies["jump"] = self.server_proxies["link"]
+            ports = {link: int(child.info["port"]) for link, child in self.proxies.items()}
+            self.world = harness.make_world(
+                self.root,
+                self.sshd,
+                {"loopback": self.sshd.port, "link": ports["link"], "far": ports["far"]},
+                jump=self.jump,
+                jump_links={"jump": ports["jump"], "jump-far": ports["jump-far"]},
             )
-            self.link_server = self.children.python(
-                "delay-server",
-                "benchmarks.delayproxy",
-                "--target",
-                str(self.server_port),
-                "--delay",
-                delay,
-            )
-            self.world = harness.make_world(self.root, self.sshd, int(self.link_sshd.info["port"]))
             yield
         finally:
             if self.world is not None and "startup" in self.cfg.parts:
@@ -170,18 +192,29 @@ class Bench:
             else:
                 shutil.rmtree(self.root, ignore_errors=True)
 
+    def delay_proxy(self, name: str, target: int, delay: float, trace: str | None = None) -> Child:
+        traced = ["--trace", str(self.traces[trace])] if trace else []
+        return self.children.python(
+            name,
+            "benchmarks.delayproxy",
+            "--target",
+            str(target),
+            "--delay",
+            str(delay),
+            *traced,
+        )
+
     # tunnels --------------------------------------------------------------------------------
 
-    def ssh_port(self, link: str) -> int:
-        return self.sshd.port if link == "loopback" else int(self.link_sshd.info["port"])
-
     def direct_port(self, link: str) -> int:
-        return self.server_port if link == "loopback" else int(self.link_server.info["port"])
+        return (
+            self.server_port if link == "loopback" else int(self.server_proxies[link].info["port"])
+        )
 
     def start_ssh(self, link: str, tag: str = "") -> tuple[Child, int]:
         assert self.world is not None
         port = harness.free_port()
-        argv = harness.ssh_forward_argv(self.world, self.ssh_port(link), port, self.server_port)
+        argv = harness.ssh_forward_argv(self.world, link, port, self.server_port)
         child = self.children.command(f"ssh-{link}{tag}", argv, env=self.world.env)
         harness.wait_port(port, child)
         self.results.info.setdefault(
@@ -215,8 +248,13 @@ class Bench:
     def measure(self, port: int, client: Child | None, what: str, link: str) -> dict[str, float]:
         """One workload through `port`; its result and what the processes spent on it."""
         cfg = self.cfg
-        sessions = harness.sshd_sessions(self.sshd) if client is not None else []
-        pids = {"client": [client.pid] if client else [], "sshd": sessions}
+        sessions = (
+            harness.sshd_sessions(self.sshd) + harness.sshd_sessions(self.jump)
+            if client is not None
+            else []
+        )
+        # the client and its children: `ssh -J` runs the jump's ssh as one
+        pids = {"client": harness.process_tree(client.pid) if client else [], "sshd": sessions}
         before = {k: harness.cpu_seconds(v) for k, v in pids.items()}
         if what == "download":
             seconds = harness.download(port, cfg.download)
@@ -232,40 +270,70 @@ class Bench:
                 out[f"{key}_cpu_s"] = harness.cpu_seconds(pid_list) - before[key]
         return out
 
+    def link_label(self, link: str) -> str:
+        cfg = self.cfg
+        return {
+            "loopback": "loopback",
+            "link": f"{cfg.delay * 2000:g} ms RTT link",
+            "far": f"{cfg.far_delay * 2000:g} ms RTT link",
+            "jump": f"{cfg.delay * 2000:g} ms RTT link to a jump host (ssh -J + -L)",
+        }[link]
+
     def declare_transfer_metrics(self) -> None:
         r, cfg = self.results, self.cfg
         for link in LINKS:
-            where = "loopback" if link == "loopback" else f"{cfg.delay * 2000:g} ms RTT link"
-            sec = f"transfer, {where}"
-            r.declare(
-                f"{link}.download",
-                f"download {cfg.download / MB:g} MB",
-                "MB/s",
-                "higher",
-                PATHS,
-                sec,
-            )
-            r.declare(
-                f"{link}.upload", f"upload {cfg.upload / MB:g} MB", "MB/s", "higher", PATHS, sec
-            )
-            r.declare(f"{link}.rtt", "64 B round trip (median)", "us", "lower", PATHS, sec)
-            r.declare(
-                f"{link}.rtt_added", "round trip added to direct", "us", "lower", PATHS[1:], sec
-            )
-            r.declare(
-                f"{link}.client_cpu_download",
-                "client CPU per GB down",
-                "s/GB",
-                "lower",
-                PATHS[1:],
-                sec,
-            )
-            r.declare(
-                f"{link}.client_cpu_upload", "client CPU per GB up", "s/GB", "lower", PATHS[1:], sec
-            )
-            r.declare(
-                f"{link}.sshd_cpu_download", "sshd CPU per GB down", "s/GB", "lower", PATHS[1:], sec
-            )
+            sec = f"transfer, {self.link_label(link)}"
+            work = WORKLOADS[link]
+            if "download" in work:
+                r.declare(
+                    f"{link}.download",
+                    f"download {cfg.download / MB:g} MB",
+                    "MB/s",
+                    "higher",
+                    PATHS,
+                    sec,
+                )
+            if "upload" in work:
+                r.declare(
+                    f"{link}.upload",
+                    f"upload {cfg.upload / MB:g} MB",
+                    "MB/s",
+                    "higher",
+                    PATHS,
+                    sec,
+                )
+            if "rtt" in work:
+                r.declare(f"{link}.rtt", "64 B round trip (median)", "us", "lower", PATHS, sec)
+                r.declare(
+                    f"{link}.rtt_added", "round trip added to direct", "us", "lower", PATHS[1:], sec
+                )
+            if "download" in work:
+                r.declare(
+                    f"{link}.client_cpu_download",
+                    "client CPU per GB down",
+                    "s/GB",
+                    "lower",
+                    PATHS[1:],
+                    sec,
+                )
+            if "upload" in work:
+                r.declare(
+                    f"{link}.client_cpu_upload",
+                    "client CPU per GB up",
+                    "s/GB",
+                    "lower",
+                    PATHS[1:],
+                    sec,
+                )
+            if "download" in work:
+                r.declare(
+                    f"{link}.sshd_cpu_download",
+                    "sshd CPU per GB down",
+                    "s/GB",
+                    "lower",
+                    PATHS[1:],
+                    sec,
+                )
 
     def transfers(self, link: str) -> None:
         cfg, r = self.cfg, self.results
@@ -285,7 +353,7 @@ class Bench:
             for rep in range(cfg.repeat):
                 self.log(f"{link}: repeat {rep + 1}/{cfg.repeat}")
                 rtts: dict[str, float] = {}
-                for what in ("download", "upload", "rtt"):
+                for what in WORKLOADS[link]:
                     for name, port, client in paths:
                         out = self.measure(port, client, what, link)
                         if what == "rtt":
@@ -298,7 +366,7 @@ class Bench:
                             r.add(f"{link}.client_cpu_{what}", name, out["client_cpu_s"] * per_gb)
                             if what == "download":
                                 r.add(f"{link}.sshd_cpu_download", name, out["sshd_cpu_s"] * per_gb)
-                    # variants: throughput on both links, round trips on loopback only (cheap)
+                    # variants: throughput on every link, round trips on loopback only (cheap)
                     for label, child, port in (
                         variants if what != "rtt" or link == "loopback" else []
                     ):
@@ -315,9 +383,10 @@ class Bench:
                             self.variant_add(
                                 label, f"{link}.sshd_cpu_download", out["sshd_cpu_s"] * per_gb
                             )
-                for name in ("ssh", "colabtunnel"):
-                    # what the tunnel adds to the direct path's round trip (at least 0.1 µs)
-                    r.add(f"{link}.rtt_added", name, max(rtts[name] - rtts["direct"], 0.1))
+                if rtts:
+                    for name in ("ssh", "colabtunnel"):
+                        # what the tunnel adds to the direct path's round trip (at least 0.1 µs)
+                        r.add(f"{link}.rtt_added", name, max(rtts[name] - rtts["direct"], 0.1))
             for label, child, _ in variants:
                 self.variant_add(
                     label, f"{link}.peak_rss", harness.proc_status_kb(child.pid, "VmHWM") / 1024
@@ -364,80 +433,51 @@ class Bench:
                 finally:
                     self.children.stop(child)
 
+    def declare_startup_metrics(self) -> None:
+        r = self.results
+        sec = "start-up"
+        one = ("colabtunnel",)
+
+        def declare(key: str, label: str, unit: str = "s", paths: tuple[str, ...] = one) -> None:
+            r.declare(key, label, unit, "lower", paths, sec)
+
+        declare("startup.up_to_url", "`up` to URL, loopback")
+        for step in STEPS:
+            declare(f"startup.step.{step}", f"  step: {step}")
+        declare("startup.jupyter_own", "Jupyter's own start-up on the host", paths=("jupyter",))
+        declare("startup.jupyter_kernel", "  then its first kernel runs code", paths=("jupyter",))
+        declare("startup.overhead", "`up` minus Jupyter's server start-up")
+        declare("startup.overhead_kernel", "`up` minus server and first kernel")
+        rtt_ms = f"{self.cfg.far_delay * 2000:g} ms RTT"
+        for route, label in UP_ROUTES.items():
+            where = label.replace("far link", f"{rtt_ms} link")
+            declare(f"startup.{route}.up_to_url", f"`up` to URL, {where}")
+            for step in STEPS:
+                declare(f"startup.{route}.step.{step}", f"  step: {step}")
+            declare(
+                f"startup.{route}.round_trips_time",
+                "  round trips: (`up` here − on loopback) / RTT",
+                "n",
+            )
+            declare(
+                f"startup.{route}.round_trips",
+                "  round trips: link in use / RTT, all steps",
+                "n",
+            )
+            for step in STEPS:
+                declare(f"startup.{route}.rt.{step}", f"    {step}", "n")
+        declare("startup.up_again", "`up` again while up (same URL)")
+        declare("startup.up_again_ssh", "  SSH connections it opened", "n")
+        declare("startup.help", "`colabtunnel --help`")
+        declare("startup.status", "`colabtunnel status` (tunnel up)")
+        declare("startup.down", "`colabtunnel down`")
+        declare("startup.complete", "Tab completion of `up` (< 0.15 s)")
+        declare("startup.keeper_rss", "keeper RSS once up (idle)", "MB")
+
     def startup(self) -> None:
         cfg, r = self.cfg, self.results
         assert self.world is not None
-        sec = "start-up"
-        r.declare("startup.up_to_url", "`up` to URL, loopback", "s", "lower", ("colabtunnel",), sec)
-        for step in STEPS:
-            r.declare(
-                f"startup.step.{step}", f"  step: {step}", "s", "lower", ("colabtunnel",), sec
-            )
-        r.declare(
-            "startup.jupyter_own",
-            "Jupyter's own start-up on the host",
-            "s",
-            "lower",
-            ("jupyter",),
-            sec,
-        )
-        r.declare(
-            "startup.jupyter_kernel",
-            "  then its first kernel runs code",
-            "s",
-            "lower",
-            ("jupyter",),
-            sec,
-        )
-        r.declare(
-            "startup.overhead",
-            "`up` minus Jupyter's server start-up",
-            "s",
-            "lower",
-            ("colabtunnel",),
-            sec,
-        )
-        r.declare(
-            "startup.overhead_kernel",
-            "`up` minus server and first kernel",
-            "s",
-            "lower",
-            ("colabtunnel",),
-            sec,
-        )
-        r.declare(
-            "startup.up_to_url_link",
-            f"`up` to URL, {cfg.delay * 2000:g} ms RTT link",
-            "s",
-            "lower",
-            ("colabtunnel",),
-            sec,
-        )
-        for step in STEPS:
-            r.declare(
-                f"startup.link_step.{step}", f"  step: {step}", "s", "lower", ("colabtunnel",), sec
-            )
-        r.declare("startup.help", "`colabtunnel --help`", "s", "lower", ("colabtunnel",), sec)
-        r.declare(
-            "startup.status",
-            "`colabtunnel status` (tunnel up)",
-            "s",
-            "lower",
-            ("colabtunnel",),
-            sec,
-        )
-        r.declare("startup.down", "`colabtunnel down`", "s", "lower", ("colabtunnel",), sec)
-        r.declare(
-            "startup.complete",
-            "Tab completion of `up` (< 0.15 s)",
-            "s",
-            "lower",
-            ("colabtunnel",),
-            sec,
-        )
-        r.declare(
-            "startup.keeper_rss", "keeper RSS once up (idle)", "MB", "lower", ("colabtunnel",), sec
-        )
+        self.declare_startup_metrics()
         world = self.world
         for rep in range(cfg.startup_repeat):
             self.log(f"start-up: repeat {rep + 1}/{cfg.startup_repeat}")
@@ -447,6 +487,16 @@ class Bench:
                 r.add(f"startup.step.{step}", "colabtunnel", seconds)
             if run.keeper_rss_mb:
                 r.add("startup.keeper_rss", "colabtunnel", run.keeper_rss_mb)
+            accepted = harness.connections_accepted(self.sshd)
+            again, url = startup.up_again(world, "bench")
+            if url != run.url:
+                raise RuntimeError(f"`up` again printed another URL: {url} != {run.url}")
+            r.add("startup.up_again", "colabtunnel", again)
+            r.add(
+                "startup.up_again_ssh",
+                "colabtunnel",
+                harness.connections_accepted(self.sshd) - accepted,
+            )
             if rep == 0:
                 for _ in range(cfg.cli_repeat):
                     r.add("startup.status", "colabtunnel", startup.wall(world, "status"))
@@ -458,14 +508,32 @@ class Bench:
             # paired with this repeat's `up`: the difference is steadier than one of medians
             r.add("startup.overhead", "colabtunnel", run.total - own.server)
             r.add("startup.overhead_kernel", "colabtunnel", run.total - own.server - own.kernel)
-            run = startup.run_up(world, "bench-link")
-            r.add("startup.up_to_url_link", "colabtunnel", run.total)
-            for step, seconds in run.steps.items():
-                r.add(f"startup.link_step.{step}", "colabtunnel", seconds)
-            startup.wall(world, "down", "bench-link")
+            for route in UP_ROUTES:
+                self.up_over(route, run)
         for _ in range(cfg.cli_repeat):
             r.add("startup.help", "colabtunnel", startup.wall(world, "--help"))
             r.add("startup.complete", "colabtunnel", startup.complete(world, "up"))
+
+    def up_over(self, route: str, loopback: startup.UpRun) -> None:
+        """`up` over a far route, its steps, and the round trips it waited for: by wall clock
+        against this repeat's loopback `up` (Jupyter's own start-up, which moves with the
+        machine's load, left out of both), and by the time the link was in use."""
+        assert self.world is not None
+        r, rtt = self.results, 2 * self.cfg.far_delay
+        alias = self.world.profile_for(route)
+        run = startup.run_up(self.world, alias)
+        r.add(f"startup.{route}.up_to_url", "colabtunnel", run.total)
+        for step, seconds in run.steps.items():
+            r.add(f"startup.{route}.step.{step}", "colabtunnel", seconds)
+        beyond = (run.total - run.steps["ready"]) - (loopback.total - loopback.steps["ready"])
+        r.add(f"startup.{route}.round_trips_time", "colabtunnel", beyond / rtt)
+        t0, end = run.bounds[0][1], run.bounds[-1][2]
+        chunks = roundtrips.read_trace(self.traces[route], since=t0)
+        counts = roundtrips.per_step(chunks, self.cfg.far_delay, [*run.bounds, ("total", t0, end)])
+        r.add(f"startup.{route}.round_trips", "colabtunnel", counts["total"].round_trips)
+        for step in STEPS:
+            r.add(f"startup.{route}.rt.{step}", "colabtunnel", counts[step].round_trips)
+        startup.wall(self.world, "down", alias)
 
     def run(self) -> Results:
         self.declare_transfer_metrics()
@@ -533,6 +601,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
     if unit == "s":
         return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+    if unit == "n":
+        return f"{value:.1f}"
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
@@ -546,7 +616,7 @@ def table(results: Results, cfg: Config, mach: dict[str, Any]) -> str:
         f"load average before/after: {results.info.get('loadavg_start')} / "
         f"{results.info.get('loadavg_end')} (other work on the machine makes the numbers noisy)",
     ]
-    head = f"{'metric':<40} {'unit':>5} {'direct':>10} {'ssh -L':>10} {'colabtunnel':>12} {'ct/ssh':>8}"
+    head = f"{'metric':<48} {'unit':>5} {'direct':>10} {'ssh -L':>10} {'colabtunnel':>12} {'ct/ssh':>8}"
     section = None
     for metric in results.metrics.values():
         if metric["section"] != section:
@@ -558,19 +628,11 @@ def table(results: Results, cfg: Config, mach: dict[str, Any]) -> str:
         first = med.get("direct", med.get("jupyter"))
         ratio_text = f"{ratio:.2f}{arrow}" if ratio is not None else ""
         out.append(
-            f"{metric['label']:<40} {metric['unit']:>5} {fmt(first, metric['unit']):>10} "
+            f"{metric['label']:<48} {metric['unit']:>5} {fmt(first, metric['unit']):>10} "
             f"{fmt(med.get('ssh'), metric['unit']):>10} "
             f"{fmt(med.get('colabtunnel'), metric['unit']):>12} {ratio_text:>8}"
         )
     if "startup.up_to_url" in results.metrics:
-        up = results.metrics["startup.up_to_url"]["median"]["colabtunnel"]
-        link_up = results.metrics["startup.up_to_url_link"]["median"]["colabtunnel"]
-        if up is not None and link_up is not None:
-            extra = link_up - up
-            out.append(
-                f"{'`up` on the link minus on loopback':<40} {'s':>5} {'':>10} {'':>10} "
-                f"{fmt(extra, 's'):>12}  (≈ {extra / (2 * cfg.delay):.0f} round trips)"
-            )
         out.append("(start-up: Jupyter's own time is in the 'direct' column)")
     if results.variants:
         keys = [
@@ -578,6 +640,8 @@ def table(results: Results, cfg: Config, mach: dict[str, Any]) -> str:
             ("loopback.upload", "lo up", "MB/s"),
             ("link.download", "link down", "MB/s"),
             ("link.upload", "link up", "MB/s"),
+            ("far.download", "far down", "MB/s"),
+            ("jump.download", "jump down", "MB/s"),
             ("loopback.rtt", "lo RTT", "us"),
             ("loopback.sshd_cpu_download", "sshd s/GB", "s/GB"),
             ("loopback.client_cpu_download", "fwd s/GB", "s/GB"),
@@ -590,17 +654,9 @@ def table(results: Results, cfg: Config, mach: dict[str, Any]) -> str:
         ]
         out.append(f"{'variant':<28}" + "".join(f"{label:>11}" for _, label, _ in keys))
         default = {
-            "loopback.download": results.metrics["loopback.download"]["median"]["colabtunnel"],
-            "loopback.upload": results.metrics["loopback.upload"]["median"]["colabtunnel"],
-            "link.download": results.metrics["link.download"]["median"]["colabtunnel"],
-            "link.upload": results.metrics["link.upload"]["median"]["colabtunnel"],
-            "loopback.rtt": results.metrics["loopback.rtt"]["median"]["colabtunnel"],
-            "loopback.sshd_cpu_download": results.metrics["loopback.sshd_cpu_download"]["median"][
-                "colabtunnel"
-            ],
-            "loopback.client_cpu_download": results.metrics["loopback.client_cpu_download"][
-                "median"
-            ]["colabtunnel"],
+            key: results.metrics[key]["median"]["colabtunnel"]
+            for key, _, _ in keys
+            if key in results.metrics
         }
         rows = [
             (
@@ -632,6 +688,8 @@ def to_json(results: Results, cfg: Config, mach: dict[str, Any]) -> dict[str, An
             "rtts_loopback": cfg.rtts,
             "rtts_link": cfg.link_rtts,
             "link_delay_each_way_s": cfg.delay,
+            "far_delay_each_way_s": cfg.far_delay,
+            "round_trip_targets": ROUND_TRIP_TARGETS,
             "rss_bytes": cfg.rss_bytes,
             "variants": {label: env for label, env in cfg.variants},
         },
@@ -669,6 +727,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--delay-ms", type=float, help="long-link delay each way (default 25; quick 2)"
+    )
+    parser.add_argument(
+        "--far-rtt-ms",
+        type=float,
+        help="RTT of the far link: `up`'s round trips and a download (default 100, quick too)",
     )
     parser.add_argument(
         "--rss-mb", type=float, help="bytes moved for the memory test (default 1000; quick 20)"

@@ -100,7 +100,10 @@ class ApiWatcher:
 class UpRun:
     total: float  # launch of `colabtunnel up` to the URL on stdout
     steps: dict[str, float] = field(default_factory=dict)
+    # (step, start, end) on the boottime() clock, launch to URL
+    bounds: list[tuple[str, float, float]] = field(default_factory=list)
     port: int | None = None
+    url: str | None = None
     keeper_rss_mb: float | None = None
     exit_code: int = 0
 
@@ -138,11 +141,13 @@ def run_up(world: World, profile: str, timeout: float = 180) -> UpRun:
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     url_at = None
+    url = None
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
             if line.startswith("http://"):
                 url_at = boottime()
+                url = line.strip()
         proc.wait(timeout)
     finally:
         if proc.poll() is None:
@@ -163,7 +168,7 @@ def run_up(world: World, profile: str, timeout: float = 180) -> UpRun:
     watcher.stop()
     port = remote_port[0]
     created = jupyter_created(world, port)
-    run = UpRun(total=url_at - t0, port=port)
+    run = UpRun(total=url_at - t0, port=port, url=url)
     # The steps, each from one observed event to the next. Jupyter's creation time has the kernel's
     # tick resolution (10 ms, floored: centre it), /api is polled every 10 ms: where that inverts
     # two events, the later one is put 1 ms after the earlier (a step "shorter than we can see").
@@ -184,8 +189,26 @@ def run_up(world: World, profile: str, timeout: float = 180) -> UpRun:
         points[i] = (name, min(max(at, points[i - 1][1] + MIN_STEP), url_at - MIN_STEP))
     for (name, at), (_, nxt) in itertools.pairwise(points):
         run.steps[name] = nxt - at
+        run.bounds.append((name, at, nxt))
     run.keeper_rss_mb = keeper_rss_mb(world, profile)
     return run
+
+
+def up_again(world: World, profile: str) -> tuple[float, str]:
+    """`colabtunnel up PROFILE` while its tunnel is up: seconds to exit, and the URL it printed."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        cli("up", profile),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=world.env,
+        timeout=60,
+    )
+    took = time.perf_counter() - start
+    if done.returncode != 0 or "already up" not in done.stderr:
+        raise RuntimeError(f"`up {profile}` again -> {done.returncode}: {done.stderr}")
+    return took, done.stdout.strip().splitlines()[0]
 
 
 def jupyter_created(world: World, port: int) -> float | None:

@@ -27,22 +27,34 @@ TRANSFER = (
     "client_cpu_upload",
     "sshd_cpu_download",
 )
+DOWNLOAD_ONLY = ("download", "client_cpu_download", "sshd_cpu_download")
+STEPS = ("launch", "connect", "detect", "start", "ready", "confirm", "probe")
+# Steps of `up` over a far route that must cross the link; the others may not use it at all.
+LINK_STEPS = ("connect", "detect", "start", "confirm", "probe")
+UP_ROUTES = ("far", "jump-far")
 EXPECTED = {
-    **{f"{link}.{name}": None for link in ("loopback", "link") for name in TRANSFER},
+    **{f"{link}.{name}": None for link in ("loopback", "link", "jump") for name in TRANSFER},
+    **{f"far.{name}": None for name in DOWNLOAD_ONLY},
     "memory.peak_rss": None,
     "memory.rss_before": None,
     "startup.up_to_url": None,
-    "startup.up_to_url_link": None,
     "startup.jupyter_own": None,
     "startup.help": None,
     "startup.status": None,
     "startup.down": None,
     "startup.complete": None,
     "startup.keeper_rss": None,
+    "startup.up_again": None,
+    **{f"startup.step.{step}": None for step in STEPS},
     **{
-        f"startup.{kind}.{step}": None
-        for kind in ("step", "link_step")
-        for step in ("launch", "connect", "detect", "start", "ready", "confirm", "probe")
+        f"startup.{route}.{key}": None
+        for route in UP_ROUTES
+        for key in (
+            "up_to_url",
+            "round_trips",
+            *(f"step.{step}" for step in STEPS),
+            *(f"rt.{step}" for step in LINK_STEPS),
+        )
     },
 }
 ALL_PATHS = {"direct", "ssh", "colabtunnel"}
@@ -94,3 +106,5 @@ def test_quick_benchmark_runs_every_path(tmp_path: Path) -> None:
             if not isinstance(ratio, int | float) or ratio <= 0:
                 problems.append(f"{key} ratio = {ratio!r}")
     assert not problems, "non-positive or missing numbers: " + ", ".join(problems)
+    # `up` on a live tunnel answers from the state record and the keeper: no SSH at all
+    assert metrics["startup.up_again_ssh"]["median"]["colabtunnel"] == 0
