@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from colabtunnel import hostkeys
+from colabtunnel import auth_requests, hostkeys
 from colabtunnel.credentials import PASSPHRASE, PASSWORD, Credentials
 from colabtunnel.errors import ColabtunnelError, ConfigError
 from colabtunnel.redact import mask
@@ -63,7 +63,8 @@ def authenticate(transport: paramiko.Transport, target: SSHTarget, creds: Creden
     if "keyboard-interactive" in allowed:
         try:
             allowed = (
-                transport.auth_interactive(user, _kbd_handler(target, creds, attempts)) or allowed
+                auth_requests.interactive(transport, user, _kbd_handler(target, creds, attempts))
+                or allowed
             )
         except paramiko.AuthenticationException:
             if attempts.unanswered is None:
@@ -82,7 +83,7 @@ def _allowed(transport: paramiko.Transport, user: str) -> list[str] | None:
     import paramiko
 
     try:
-        transport.auth_none(user)
+        auth_requests.none(transport, user)
     except paramiko.BadAuthenticationType as exc:
         return list(exc.allowed_types)
     except paramiko.AuthenticationException:
@@ -103,7 +104,7 @@ def _publickey(
 
     for label, key in _keys(target, creds, attempts):
         try:
-            remaining = transport.auth_publickey(target.user, key)
+            remaining = auth_requests.publickey(transport, target.user, key)
         except paramiko.AuthenticationException:
             attempts.fail(f"{label}: not accepted by the server")
             continue
@@ -347,7 +348,7 @@ def _password(
         )
         return
     try:
-        transport.auth_password(target.user, password)  # one attempt: no retry storm
+        auth_requests.password(transport, target.user, password)  # one attempt: no retry storm
     except paramiko.AuthenticationException:
         creds.forget(key)
         attempts.fail(

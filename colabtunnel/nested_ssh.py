@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from colabtunnel import hostkeys
+from colabtunnel import auth_requests, hostkeys
 from colabtunnel.connection import (
     CONNECT_TIMEOUT,
     Deadline,
@@ -117,7 +117,7 @@ def over_command(
                 hint="something else answered the job step; run `colabtunnel down` and `up` again",
             )
         try:
-            transport.auth_publickey(user, keys.client_key())
+            auth_requests.publickey(transport, user, keys.client_key())
         except paramiko.AuthenticationException as exc:
             raise ColabtunnelError(
                 f"the session's sshd on the node refused the session key: {exc}",
