@@ -447,6 +447,9 @@ class _KbdInterface(paramiko.ServerInterface):
         self.peer = sock.getpeername()[:2]
         self.local = sock.getsockname()[:2]
         self.pending: dict[int, socket.socket] = {}  # direct-tcpip chanid -> connected socket
+        # Session channels until their exec/shell request: paramiko keeps channels by weak
+        # reference, and one that nothing holds is closed (a client may open several at once).
+        self.sessions: dict[int, paramiko.Channel] = {}
 
     # auth: keyboard-interactive only
     def get_allowed_auths(self, username: str) -> str:
@@ -503,6 +506,7 @@ class _KbdInterface(paramiko.ServerInterface):
 
     def _start(self, channel: paramiko.Channel, command: str | None) -> bool:
         # Called on paramiko's transport thread: start the process, pump on threads of our own.
+        self.sessions.pop(channel.get_id(), None)  # the pump threads hold it from here
         server = self.server
         shell = server._session_env(self.peer, self.local)["SHELL"]
         argv = [shell, "-c", command] if command is not None else [shell]
@@ -620,7 +624,11 @@ def _serve_connection(server: KbdServer, sock: socket.socket) -> None:
             tcp = iface.pending.pop(chan.get_id(), None)
             if tcp is not None:
                 threading.Thread(target=_pump_tcp, args=(chan, tcp), daemon=True).start()
-            # session channels: their exec request does the work (check_channel_exec_request)
+            else:
+                # session channels: their exec request does the work (check_channel_exec_request);
+                # held here until then (one whose request came first stays held, closed, till
+                # the connection ends)
+                iface.sessions[chan.get_id()] = chan
     except Exception as exc:  # keep the server alive, keep the reason
         server.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
