@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from colabtunnel import hostkeys
+from colabtunnel import hostkeys, sessions
 from colabtunnel.auth import LoginNeeded
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.sessions import SessionsAhead
 from colabtunnel.window import TunedChannel
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Connection:
         self.target = target
         self.hops = hops or []  # jump hosts' transports, outermost first
         self.rtt_s = float("inf")  # measured by ping(); the forwarder sizes windows with it
+        self.sessions = SessionsAhead(transport, CONNECT_TIMEOUT)
 
     @property
     def alive(self) -> bool:
@@ -62,15 +64,14 @@ class Connection:
 
         Secrets go in `stdin`, never in `command`: the command is visible in the host's `ps`.
         """
-        channel = self.transport.open_session(timeout=CONNECT_TIMEOUT)
+        channel, running = self.sessions.take(command)
         try:
             channel.settimeout(timeout)
-            channel.exec_command(command)
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
+            sessions.start(channel, command, stdin, running=running)
             out, err = _drain(channel, timeout)
             code = channel.recv_exit_status()
+            if sessions.refused(channel):
+                raise _refused(command)
         except TimeoutError as exc:
             raise ColabtunnelError(
                 f"remote command did not finish within {timeout:.0f} s on {self.target.alias}",
@@ -82,14 +83,15 @@ class Connection:
 
     def stream(self, command: str, stdin: bytes, sink: Callable[[bytes], None]) -> int:
         """Run `command`, passing its stdout to `sink` as it arrives (for `logs -f`)."""
-        channel = self.transport.open_session(timeout=CONNECT_TIMEOUT)
+        channel, running = self.sessions.take(command)
         try:
-            channel.exec_command(command)
-            channel.sendall(stdin)
-            channel.shutdown_write()
+            sessions.start(channel, command, stdin, running=running)
             while chunk := channel.recv(65536):
                 sink(chunk)
-            return channel.recv_exit_status()
+            code = channel.recv_exit_status()
+            if sessions.refused(channel):
+                raise _refused(command)
+            return code
         finally:
             channel.close()
 
@@ -131,8 +133,16 @@ class Connection:
         return answered.wait(timeout) and self.alive
 
     def close(self) -> None:
+        self.sessions.release()
         for transport in [self.transport, *reversed(self.hops)]:
             transport.close()
+
+
+def _refused(command: str) -> Exception:
+    """What paramiko's exec_command() raised for a refused request."""
+    import paramiko
+
+    return paramiko.SSHException(f"the host refused to run {command!r} (channel closed)")
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:

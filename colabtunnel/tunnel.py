@@ -185,6 +185,10 @@ class Tunnel:
         listener = None if self.profile.is_local else self._bind_local()
         try:
             self.host = self.connect_host()
+            if self.connection is not None:
+                # The inspection's channel and the next script's, opened at once: the start
+                # script then runs as soon as the inspection's answer is in.
+                self.connection.sessions.reserve(2, hosts.SCRIPT_COMMAND)
             server = self._ensure_server()
             self.reach = self.launcher.attach(self.host, self.profile, server, self.creds)
             if server.gpus is not None and self.host_info is not None:  # where Jupyter runs
@@ -206,6 +210,8 @@ class Tunnel:
         finally:
             if listener is not None:
                 listener.close()
+            if self.connection is not None:
+                self.connection.sessions.release()
 
     def _bind_local(self) -> socket.socket:
         listener = self._bind_local_port()
