@@ -531,6 +531,8 @@ class Bench:
         chunks = roundtrips.read_trace(self.traces[route], since=t0)
         counts = roundtrips.per_step(chunks, self.cfg.far_delay, [*run.bounds, ("total", t0, end)])
         r.add(f"startup.{route}.round_trips", "colabtunnel", counts["total"].round_trips)
+        # the last run's steps on the trace's clock, to read a trace (BENCH_KEEP_TMP=1) against
+        r.info[f"{route}.steps"] = [(name, start, end) for name, start, end in run.bounds]
         for step in STEPS:
             r.add(f"startup.{route}.rt.{step}", "colabtunnel", counts[step].round_trips)
         startup.wall(self.world, "down", alias)

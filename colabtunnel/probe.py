@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -351,13 +351,96 @@ class _Unreachable(Exception):
         self.detail = detail
 
 
+PREFLIGHT_HEADERS = (
+    ("Access-Control-Request-Method", "POST"),
+    ("Access-Control-Request-Headers", "content-type"),
+    ("Access-Control-Request-Private-Network", "true"),
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the probe: as Colab's page makes it (the token in the query, the page's
+    Origin), or a variation that must be refused."""
+
+    method: str
+    api_path: str
+    with_token: bool = True
+    origin: Literal["page", "foreign", "none"] = "page"
+    headers: tuple[tuple[str, str], ...] = ()
+    json_body: bool = False  # an empty JSON object, as Colab's POSTs send
+
+    @property
+    def key(self) -> str:
+        token = "" if self.with_token else " without token"
+        return f"{self.method} {self.api_path}{token} origin={self.origin}"
+
+    def to_json(self, origin: str) -> dict[str, Any]:
+        """What the host's copy of the request needs (remote/colab_answers.py); no token."""
+        headers = dict(self.headers)
+        if self.origin != "none":
+            headers["Origin"] = origin if self.origin == "page" else FOREIGN_ORIGIN
+        return {
+            "key": self.key,
+            "method": self.method,
+            "path": self.api_path,
+            "token": self.with_token,
+            "headers": headers,
+            "body": "{}" if self.json_body else None,
+        }
+
+
+VERSION = Request("GET", "api")
+PREFLIGHT = Request("OPTIONS", "api/kernels", headers=PREFLIGHT_HEADERS)
+KERNELSPECS = Request("GET", "api/kernelspecs")
+ANONYMOUS = Request("GET", "api/kernelspecs", with_token=False)
+ANONYMOUS_SCRIPT = Request("GET", "api/kernelspecs", with_token=False, origin="none")
+FOREIGN = Request("GET", "api", origin="foreign")
+BUILD_INFO = Request("GET", "api/colab/build-info")
+NEW_KERNEL = Request("POST", "api/kernels", json_body=True)
+# What the host can ask Jupyter itself, beside it, for the checks that need no tunnel
+HOST_SIDE = (
+    VERSION,
+    PREFLIGHT,
+    KERNELSPECS,
+    ANONYMOUS,
+    ANONYMOUS_SCRIPT,
+    FOREIGN,
+    BUILD_INFO,
+    NEW_KERNEL,
+)
+
+
+class Recorded:
+    """An answer the host recorded (remote/colab_answers.py), read like a requests.Response."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        from requests.structures import CaseInsensitiveDict
+
+        self.status_code = int(answer["status"])
+        self.headers: Any = CaseInsensitiveDict(dict(answer["headers"]))
+        self.text = str(answer["body"])
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
 class _Probe:
     def __init__(
-        self, base_url: str, token: str, origin: str, timeout: float, code: str, expect: str
+        self,
+        base_url: str,
+        token: str,
+        origin: str,
+        timeout: float,
+        code: str,
+        expect: str,
+        answers: dict[str, Any] | None = None,
     ) -> None:
         import requests
 
         self.requests = requests
+        # Answers recorded on the host, by Request.key: asked there, not through the tunnel
+        self.answers = answers
         self.scheme, self.netloc, self.path = split_base_url(base_url)
         self.token = token
         self.origin = origin
@@ -381,7 +464,7 @@ class _Probe:
         """Which server this is, for the diagnoses; no check of its own (preflight reports errors).
         False when nothing answers at all."""
         try:
-            version = self.request("GET", "api").json().get("version")
+            version = self.ask(VERSION).json().get("version")
         except _Unreachable:
             return False
         except (ValueError, AttributeError):
@@ -417,34 +500,55 @@ class _Probe:
         self.checks.append(Check(name, ok, self.mask(detail), self.mask(fix) if fix else None))
         return ok
 
-    def request(
-        self,
-        method: str,
-        api_path: str,
-        *,
-        with_token: bool = True,
-        session: requests.Session | None = None,
-        **kwargs: Any,
-    ) -> requests.Response:
-        params = {"token": self.token} if with_token else {}
+    def ask(self, req: Request) -> Any:
+        """The answer to `req`: a requests.Response, or what the host recorded for it."""
+        if self.answers is not None:
+            return self._recorded(req)
+        headers: dict[str, str | None] = dict(req.headers)
+        if req.origin != "page":  # the session sends the page's Origin
+            headers["Origin"] = FOREIGN_ORIGIN if req.origin == "foreign" else None
+        # Without the token, a fresh session: a request with it may have set a login cookie.
+        session = self.session if req.with_token else self._new_session()
         try:
-            return (session or self.session).request(
-                method,
-                self.url(api_path),
+            return self._send(req, session, headers)
+        finally:
+            if session is not self.session:
+                session.close()
+
+    def _send(self, req: Request, session: requests.Session, headers: dict[str, str | None]) -> Any:
+        params = {"token": self.token} if req.with_token else {}
+        try:
+            return session.request(
+                req.method,
+                self.url(req.api_path),
                 params=params,
+                headers=headers,
+                json={} if req.json_body else None,
                 timeout=self.timeout,
                 allow_redirects=False,
-                **kwargs,
             )
         except self.requests.Timeout as exc:
             raise _Unreachable(
-                "timeout", f"{method} {self.shown(api_path)}: no answer within {self.timeout:g}s"
+                "timeout",
+                f"{req.method} {self.shown(req.api_path)}: no answer within {self.timeout:g}s",
             ) from exc
         except self.requests.RequestException as exc:
             problem = "unreachable"
             if self._tls_instead(exc):
                 problem = "https"
-            raise _Unreachable(problem, f"{method} {self.shown(api_path)}: {_reason(exc)}") from exc
+            raise _Unreachable(
+                problem, f"{req.method} {self.shown(req.api_path)}: {_reason(exc)}"
+            ) from exc
+
+    def _recorded(self, req: Request) -> Recorded:
+        assert self.answers is not None
+        answer = self.answers.get(req.key)
+        if not answer or "status" not in answer:
+            why = answer.get("error", "no answer") if answer else "not asked"
+            raise _Unreachable(
+                "unreachable", f"{req.method} {self.shown(req.api_path)} on the host: {why}"
+            )
+        return Recorded(answer)
 
     def _tls_instead(self, exc: Exception) -> bool:
         """A connection accepted, then dropped without an answer, by a server that speaks TLS:
@@ -464,19 +568,19 @@ class _Probe:
                 ["sub-path"],
             )
 
-    def seen(self, method: str, api_path: str, resp: requests.Response) -> str:
+    def seen(self, method: str, api_path: str, resp: Any) -> str:
         """`METHOD /path -> status; <CORS headers>` for a detail."""
         return (
             f"{method} {self.shown(api_path)} -> {resp.status_code}; {_cors_detail(resp.headers)}"
         )
 
     def credentialed(
-        self, name: str, method: str, api_path: str, ok_status: range, **kwargs: Any
-    ) -> tuple[requests.Response, str, list[str]] | None:
+        self, name: str, req: Request, ok_status: range
+    ) -> tuple[Any, str, list[str]] | None:
         """Make a credentialed request; record a failing check and return None on a bad status,
         else return the response, its detail and the CORS problems found (nothing recorded)."""
-        resp = self.request(method, api_path, **kwargs)
-        detail = self.seen(method, api_path, resp)
+        resp = self.ask(req)
+        detail = self.seen(req.method, req.api_path, resp)
         if resp.headers.get(ACAPN):
             detail += f", {ACAPN}: {resp.headers[ACAPN]}"
         if resp.status_code not in ok_status:
@@ -487,24 +591,19 @@ class _Probe:
         return resp, detail, cors_problems(resp.headers, self.origin)
 
     def preflight(self) -> None:
-        headers = {
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type",
-            "Access-Control-Request-Private-Network": "true",
-        }
-        seen = self.credentialed("preflight", "OPTIONS", "api/kernels", _2XX, headers=headers)
+        seen = self.credentialed("preflight", PREFLIGHT, _2XX)
         if seen:
             _, detail, problems = seen
             self.add("preflight", not problems, detail, problems)
 
     def cors_get(self) -> None:
-        seen = self.credentialed("cors-get", "GET", "api", _200)
+        seen = self.credentialed("cors-get", VERSION, _200)
         if seen:
             _, detail, problems = seen
             self.add("cors-get", not problems, detail, problems)
 
     def kernelspecs(self) -> None:
-        seen = self.credentialed("kernelspecs", "GET", "api/kernelspecs", _200)
+        seen = self.credentialed("kernelspecs", KERNELSPECS, _200)
         if not seen:
             return
         resp, detail, problems = seen
@@ -522,18 +621,15 @@ class _Probe:
         self.add("kernelspecs", not problems, detail, problems)
 
     def auth_enforced(self) -> None:
-        # A fresh session: the token request above may have set a login cookie.
-        with self._new_session() as anonymous:
-            resp = self.request("GET", "api/kernelspecs", with_token=False, session=anonymous)
+        resp = self.ask(ANONYMOUS)
+        status = resp.status_code
+        detail = f"GET {self.shown('api/kernelspecs')} without token -> {status}"
+        if status == 404:
+            # Jupyter answers 404 (not 403) to a cross-origin request it blocks before auth
+            # (no allow_origin). Ask again as a script would, without Origin: auth alone.
+            resp = self.ask(ANONYMOUS_SCRIPT)
             status = resp.status_code
-            detail = f"GET {self.shown('api/kernelspecs')} without token -> {status}"
-            if status == 404:
-                # Jupyter answers 404 (not 403) to a cross-origin request it blocks before auth
-                # (no allow_origin). Ask again as a script would, without Origin: auth alone.
-                del anonymous.headers["Origin"]
-                resp = self.request("GET", "api/kernelspecs", with_token=False, session=anonymous)
-                status = resp.status_code
-                detail += f"; without Origin -> {status}"
+            detail += f"; without Origin -> {status}"
         location = resp.headers.get("Location", "")
         if status in (401, 403):
             self.add("auth-enforced", True, detail + " (refused)")
@@ -554,7 +650,7 @@ class _Probe:
             self.add("auth-enforced", False, detail + f"{where}: neither refused nor answered")
 
     def foreign_origin(self) -> None:
-        resp = self.request("GET", "api", headers={"Origin": FOREIGN_ORIGIN})
+        resp = self.ask(FOREIGN)
         allow_origin = resp.headers.get(ACAO)
         detail = (
             f"GET {self.shown('api')} with Origin {FOREIGN_ORIGIN} -> {resp.status_code}; "
@@ -566,7 +662,7 @@ class _Probe:
         self.add("foreign-origin", not bad, detail, ["foreign-origin-echoed"])
 
     def build_info(self) -> None:
-        resp = self.request("GET", "api/colab/build-info")
+        resp = self.ask(BUILD_INFO)
         status = resp.status_code
         ok = 200 <= status < 300 or status == 404
         note = " (normal: Jupyter has no Colab build info)" if status == 404 else ""
@@ -592,11 +688,17 @@ class _Probe:
 
     def kernel(self) -> None:
         deadline = time.monotonic() + self.timeout
+        kernel_id = self.start_kernel()
+        if kernel_id is not None:
+            self.execute(kernel_id, deadline)
+
+    def start_kernel(self) -> str | None:
+        """Create a kernel (or read the host's answer to that): the kernel-start check, its id."""
         try:
-            resp = self.request("POST", "api/kernels", json={})
+            resp = self.ask(NEW_KERNEL)
         except _Unreachable as exc:
             self.add("kernel-start", False, exc.detail, [exc.problem])
-            return
+            return None
         kernel_id = None
         if resp.status_code in (200, 201):
             try:
@@ -611,14 +713,22 @@ class _Probe:
                 problem = "kernel-start"
             detail += f"; no kernel id ({message})" if message else "; no kernel id"
             self.add("kernel-start", False, detail, [problem])
-            return
-        self.kernel_id = kernel_id
+            return None
+        self.kernel_id = str(kernel_id)
         self.add("kernel-start", True, f"{detail}; kernel {kernel_id}")
-        self.execute(kernel_id, deadline)
+        return self.kernel_id
+
+    def tunnel_get(self, kernel_id: str) -> None:
+        """One credentialed request with the page's Origin, through the tunnel: the kernel's
+        model, as Colab's page polls it."""
+        seen = self.credentialed("tunnel-get", Request("GET", f"api/kernels/{kernel_id}"), _200)
+        if seen:
+            _, detail, problems = seen
+            self.add("tunnel-get", not problems, detail + " (through the tunnel)", problems)
 
     def delete_kernel(self, kernel_id: str) -> None:
         try:
-            resp = self.request("DELETE", f"api/kernels/{kernel_id}")
+            resp = self.ask(Request("DELETE", f"api/kernels/{kernel_id}"))
         except _Unreachable as exc:
             log.warning("deleting the probe's kernel %s failed: %s", kernel_id, exc.detail)
             return
@@ -825,3 +935,80 @@ def run_probe(
     if wait_for_cleanup:
         report.settle(timeout + 5)
     return report
+
+
+def run_probe_on_answers(
+    base_url: str,
+    token: str,
+    answers: dict[str, Any],
+    *,
+    origin: str = COLAB_ORIGIN,
+    timeout: float = 30.0,
+    code: str = "print(6*7)",
+    expect: str = "42",
+) -> ProbeReport:
+    """The probe with its HTTP checks already made on the host (`answers` to HOST_SIDE,
+    recorded by remote/colab_answers.py beside Jupyter, where they cost no round trip) and
+    judged here exactly as run_probe() judges them; through `base_url`, the tunnel, go the
+    checks that prove the tunnel itself: one credentialed request with the page's Origin, and
+    the kernel the host created, run over its websocket. Both at once, each on a connection of
+    its own. The kernel is deleted (through the tunnel) by the report's cleanup thread.
+    """
+    host = _Probe(base_url, token, origin, timeout, code, expect, answers=answers)
+    host.root_url()
+    host.learn_version()
+    try:
+        for name, step in (
+            ("preflight", host.preflight),
+            ("cors-get", host.cors_get),
+            ("kernelspecs", host.kernelspecs),
+            ("auth-enforced", host.auth_enforced),
+            ("foreign-origin", host.foreign_origin),
+            ("build-info", host.build_info),
+        ):
+            try:
+                step()
+            except _Unreachable as exc:
+                host.add(name, False, exc.detail, [exc.problem])
+                break
+        deadline = time.monotonic() + timeout
+        kernel_id = host.start_kernel()
+    finally:
+        host.session.close()
+    if kernel_id is None:
+        return ProbeReport(url=host.public_url, checks=tuple(host.checks))
+    polled = _Probe(base_url, token, origin, timeout, code, expect)
+    runner = _Probe(base_url, token, origin, timeout, code, expect)
+    polled.server_version = runner.server_version = host.server_version
+    poll = threading.Thread(
+        target=_tunnel_get_guarded, args=(polled, kernel_id), name="probe-get", daemon=True
+    )
+    poll.start()
+    try:
+        runner.execute(kernel_id, deadline)
+    except Exception as exc:  # reported as a failed check, like kernel_guarded()
+        runner.add("kernel-execute", False, f"the kernel check stopped: {_reason(exc)}")
+    poll.join(timeout + 5)
+    if not polled.checks:
+        polled.add("tunnel-get", False, "the request through the tunnel did not finish")
+    checks = (*host.checks, *polled.checks, *runner.checks)
+
+    def clean_up() -> None:
+        try:
+            runner.delete_kernel(kernel_id)
+        finally:
+            runner.session.close()
+            polled.session.close()
+
+    cleanup = threading.Thread(target=clean_up, name="probe-cleanup", daemon=True)
+    cleanup.start()
+    return ProbeReport(url=host.public_url, checks=checks, cleanup=cleanup)
+
+
+def _tunnel_get_guarded(probe: _Probe, kernel_id: str) -> None:
+    try:
+        probe.tunnel_get(kernel_id)
+    except _Unreachable as exc:
+        probe.add("tunnel-get", False, exc.detail, [exc.problem])
+    except Exception as exc:
+        probe.add("tunnel-get", False, f"the request stopped: {_reason(exc)}")

@@ -205,7 +205,7 @@ class Tunnel:
             self.opened = Opened(local_port, server, self._target_label, self.launcher.NAME)
             if self.options.probe:
                 self._next_step()
-                self._probe(local_port, server.token)
+                self._probe(local_port, server)
             return self.opened
         finally:
             if listener is not None:
@@ -317,17 +317,23 @@ class Tunnel:
                     raise  # the far end refused it: Jupyter is not there
                 # the connection was found dead meanwhile: wait for its replacement
 
-    def _probe(self, local_port: int, token: str) -> None:
+    def _probe(self, local_port: int, server: launchers.Server) -> None:
         from colabtunnel import probe
 
         self.reporter.step("checking it the way Colab's page will use it")
-        report = probe.run_probe(
-            f"http://127.0.0.1:{local_port}/",
-            token,
-            origin=COLAB_ORIGIN,
-            timeout=min(self.options.timeout, 60),
-            wait_for_cleanup=False,  # the kernel is deleted while the URL is shown
-        )
+        url, timeout = f"http://127.0.0.1:{local_port}/", min(self.options.timeout, 60)
+        if server.colab_answers is not None:  # the HTTP checks were made on the host
+            report = probe.run_probe_on_answers(
+                url, server.token, server.colab_answers, origin=COLAB_ORIGIN, timeout=timeout
+            )
+        else:
+            report = probe.run_probe(
+                url,
+                server.token,
+                origin=COLAB_ORIGIN,
+                timeout=timeout,
+                wait_for_cleanup=False,  # the kernel is deleted while the URL is shown
+            )
         failure = report.first_failure()
         if failure is not None:
             report.settle(10)

@@ -128,10 +128,15 @@ def _wait_banner(port: int, process: subprocess.Popen[bytes], log: Path) -> None
 
 @contextlib.contextmanager
 def running_sshd(
-    root: Path, port: int | None = None, extra: str = "", authorize_client_key: bool = True
+    root: Path,
+    port: int | None = None,
+    extra: str = "",
+    authorize_client_key: bool = True,
+    forwarding: str = "local",
 ) -> Iterator[Sshd]:
     """sshd on a free loopback port; `extra` lines go into its sshd_config; without
-    `authorize_client_key`, authorized_keys stays empty (for certificate logins)."""
+    `authorize_client_key`, authorized_keys stays empty (for certificate logins);
+    `forwarding`: its AllowTcpForwarding."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     host_key, client_key = root / "host_ed25519", root / "client_ed25519"
@@ -145,7 +150,9 @@ def running_sshd(
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
     port = port or free_port()
     config = root / "sshd_config"
-    config.write_text(config_text(port, root, host_key, remote_home, extra=extra))
+    config.write_text(
+        config_text(port, root, host_key, remote_home, extra=extra, forwarding=forwarding)
+    )
     log = root / "sshd.log"
     with open(log, "ab") as log_fh:
         process = subprocess.Popen(

@@ -280,7 +280,7 @@ def test_emptied_token_refused_where_the_flavour_reads_it(
 
 def _wait(pid: int, port: int, timeout: float = 20) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-", str(pid), str(port), str(timeout)],
+        [sys.executable, "-", str(pid), str(port), str(timeout), "[]"],
         input=remote.python("wait.py"),
         capture_output=True,
         text=True,

@@ -20,12 +20,15 @@ import requests
 from colabtunnel.probe import (
     COLAB_ORIGIN,
     FIXES,
+    HOST_SIDE,
     Check,
     ProbeReport,
     cors_problems,
     run_probe,
+    run_probe_on_answers,
     status_problem,
 )
+from colabtunnel.remote.colab_answers import answers as host_answers
 from tests.jupyter_helpers import JupyterServer, config_dir, free_port, running_jupyter
 
 pytestmark = pytest.mark.timeout(90)
@@ -43,9 +46,33 @@ ALL_CHECKS = [
 ]
 
 
+HTTP_CHECKS = ALL_CHECKS[:-2]
+
+
 def describe(report: ProbeReport) -> str:
     """Readable report for assertion messages."""
     return json.dumps(report.to_dict(), indent=2)
+
+
+def recorded(server: JupyterServer, token: str = TOKEN) -> dict[str, object]:
+    """What `up`'s readiness script records on the host (remote/colab_answers.py, run here)."""
+    return host_answers(server.port, token, [r.to_json(COLAB_ORIGIN) for r in HOST_SIDE])
+
+
+def verdicts(report: ProbeReport, names: list[str]) -> list[tuple[str, bool, str]]:
+    return [(c.name, c.ok, c.detail) for c in report.checks if c.name in names]
+
+
+def judged_alike(server: JupyterServer, token: str = TOKEN) -> ProbeReport:
+    """run_probe() through HTTP, and the same checks judged from answers recorded beside the
+    server (what `up` does): the same verdicts and details, check by check. Returns the first."""
+    through = run_probe(server.base_url, token, execute=False, timeout=30)
+    on_host = run_probe_on_answers(server.base_url, token, recorded(server, token), timeout=30)
+    on_host.settle(30)
+    assert verdicts(on_host, HTTP_CHECKS) == verdicts(through, HTTP_CHECKS), describe(
+        through
+    ) + describe(on_host)
+    return through
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +133,37 @@ def test_token_never_appears_in_report(colab_server: JupyterServer) -> None:
         text = str(report.to_dict()) + repr(report)
         assert TOKEN not in text
         assert "?token=" not in report.url
+
+
+def test_answers_recorded_on_the_host_pass_and_the_kernel_runs_through_the_url(
+    colab_server: JupyterServer,
+) -> None:
+    report = run_probe_on_answers(colab_server.base_url, TOKEN, recorded(colab_server), timeout=30)
+    report.settle(30)
+    assert report.ok, describe(report)
+    assert [c.name for c in report.checks] == [*ALL_CHECKS[:-1], "tunnel-get", "kernel-execute"]
+    assert verdicts(report, HTTP_CHECKS) == verdicts(judged_alike(colab_server), HTTP_CHECKS)
+    assert "42" in report.checks[-1].detail
+    resp = requests.get(colab_server.base_url + "api/kernels", params={"token": TOKEN}, timeout=10)
+    assert resp.json() == []  # the kernel the host created is deleted through the URL
+
+
+def test_with_answers_from_the_host_both_tunnel_checks_still_go_through_the_url(
+    colab_server: JupyterServer,
+) -> None:
+    """The host's answers are all good; the URL (the tunnel) leads nowhere: the credentialed
+    request and the kernel's websocket each fail on their own (both cross it)."""
+    answers = recorded(colab_server)
+    report = run_probe_on_answers(f"http://127.0.0.1:{free_port()}/", TOKEN, answers, timeout=5)
+    checks = {c.name: c for c in report.checks}
+    assert all(checks[name].ok for name in [*HTTP_CHECKS, "kernel-start"]), describe(report)
+    assert not checks["tunnel-get"].ok and "refused" in checks["tunnel-get"].detail.lower()
+    assert not checks["kernel-execute"].ok, describe(report)
+    assert report.first_failure() is checks["tunnel-get"]
+    kernel = checks["kernel-start"].detail.rsplit(" ", 1)[1]
+    requests.delete(
+        f"{colab_server.base_url}api/kernels/{kernel}", params={"token": TOKEN}, timeout=10
+    )
 
 
 def test_execute_false_skips_the_kernel(colab_server: JupyterServer) -> None:
@@ -202,7 +260,7 @@ def test_bad_base_url_is_a_programming_error() -> None:
 def test_missing_allow_credentials_fails_with_diagnosis(tmp_path: Path) -> None:
     args = [f"--ServerApp.allow_origin={COLAB_ORIGIN}"]
     with running_jupyter(tmp_path, token=TOKEN, colab_flags=False, extra_args=args) as server:
-        report = run_probe(server.base_url, TOKEN, execute=False)
+        report = judged_alike(server)
     failure = report.first_failure()
     assert failure is not None, describe(report)
     assert failure.name == "preflight"
@@ -224,7 +282,7 @@ def test_wrong_allow_origin_fails_with_diagnosis(
 ) -> None:
     args = [f"--ServerApp.allow_origin={allow_origin}", "--ServerApp.allow_credentials=True"]
     with running_jupyter(tmp_path, token=TOKEN, colab_flags=False, extra_args=args) as server:
-        report = run_probe(server.base_url, TOKEN, execute=False)
+        report = judged_alike(server)
     failure = report.first_failure()
     assert failure is not None and failure.name == "preflight", describe(report)
     assert failure.fix == FIXES[problem]
@@ -237,7 +295,7 @@ def test_wrong_allow_origin_fails_with_diagnosis(
 def test_no_allow_origin_echoes_foreign_origin(tmp_path: Path) -> None:
     # Without allow_origin, Jupyter echoes any Origin on token-authenticated requests.
     with running_jupyter(tmp_path, token=TOKEN, colab_flags=False) as server:
-        report = run_probe(server.base_url, TOKEN, execute=False)
+        report = judged_alike(server)
     checks = {c.name: c for c in report.checks}
     assert not checks["foreign-origin"].ok, describe(report)
     assert "https://evil.example" in checks["foreign-origin"].detail
@@ -265,7 +323,7 @@ def test_host_config_overriding_env_token_fails_auth_enforced(tmp_path: Path, li
     config.mkdir(parents=True, exist_ok=True)
     (config / "jupyter_server_config.py").write_text(line + "\n")
     with running_jupyter(tmp_path, token=TOKEN) as server:
-        report = run_probe(server.base_url, TOKEN, execute=False)
+        report = judged_alike(server)
     failure = report.first_failure()
     assert failure is not None and failure.name == "auth-enforced", describe(report)
     assert "jupyter_server_config.py" in (failure.fix or "")

@@ -52,3 +52,18 @@ def test_no_url_when_the_colab_check_fails_without_allow_credentials(env: Env, o
 def test_no_url_when_the_host_does_not_enforce_the_token(env: Env, own: Sshd) -> None:
     said = _refused(env, own, ["--IdentityProvider.token="])
     assert "WITHOUT authentication" in said, said
+
+
+def test_no_url_when_the_tunnel_cannot_reach_jupyter(tmp_path: Path, env: Env) -> None:
+    """The probe's HTTP checks run on the host, beside Jupyter, where they all pass here; the
+    kernel's websocket and one credentialed request must still cross the tunnel, which an sshd
+    that forwards nothing (AllowTcpForwarding no) cannot carry: no URL."""
+    with running_sshd(tmp_path / "no-forwarding", forwarding="no") as server:
+        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
+        try:
+            said = _refused(env, server, [])
+            assert "Colab check 'tunnel-get' failed" in said, said
+        finally:
+            env.run("down", NAME, timeout=120)
+            for proc in jupyters_under(server.remote_home):
+                proc.kill()

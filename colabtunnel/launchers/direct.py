@@ -9,14 +9,15 @@ JUPYTER_TOKEN: never a command line, never read back from Jupyter's banner.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from colabtunnel import diagnoses, flavours, forwarder, hostconfig, remote
+from colabtunnel import diagnoses, flavours, forwarder, hostconfig, probe, remote
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import Flavour
+from colabtunnel.flavours import COLAB_ORIGIN, Flavour
 from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.inspection import (
     INSPECT_TIMEOUT,
@@ -77,7 +78,7 @@ def start(
     exports = [f"export {name}={remote.quote(value)}" for name, value in profile.env.items()]
     exports.append(f"export JUPYTER_TOKEN={remote.quote(token)}")
     template = "".join(remote.text(name) for name in ("rundir.sh", "preamble.sh", "start.sh"))
-    template += remote.heredoc("wait.py", '"$CT_PID" __CT_PORT__ __CT_TIMEOUT__')
+    template += remote.heredoc("wait.py", '"$CT_PID" __CT_PORT__ __CT_TIMEOUT__ __CT_REQUESTS__')
     script = remote.render(
         template,
         exports="\n".join(exports),
@@ -85,6 +86,7 @@ def start(
         flavour=remote.quote(flavour.key),
         args=" ".join(remote.quote(a) for a in args),
         timeout=timeout,
+        requests=remote.quote(json.dumps([r.to_json(COLAB_ORIGIN) for r in probe.HOST_SIDE])),
         **preamble_values(profile, lock=remote.text("start_lock.sh")),
     )
     log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))
@@ -97,6 +99,7 @@ def start(
             handle={"pid": data.get("pid")},
             reattached=False,
             ready_s=data.get("ready_s"),
+            colab_answers=data.get("colab"),
         )
     tail = log_tail(host, profile, 15)
     stop(host, profile, None)

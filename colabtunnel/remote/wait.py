@@ -1,9 +1,10 @@
 """Wait for the Jupyter just started to answer, then prove it serves Colab's way, on the host.
 
-Host code (Python 3.7+), joined after start.sh: python - PID PORT TIMEOUT, with JUPYTER_TOKEN in
-its environment. Plain HTTP, the API at the root, auth enforced: each way that can fail is a
-stage of its own, and only a JSON answer from an API that needs auth means "answered without a
-token". Prints one line `__COLABTUNNEL_RESULT__ {json}`.
+Host code (Python 3.7+), joined after start.sh: python - PID PORT TIMEOUT REQUESTS, with
+JUPYTER_TOKEN in its environment. Plain HTTP, the API at the root, auth enforced: each way that can
+fail is a stage of its own, and only a JSON answer from an API that needs auth means "answered
+without a token". Then the Colab probe's own requests (REQUESTS, a JSON list: probe.HOST_SIDE),
+whose answers the laptop judges. Prints one line `__COLABTUNNEL_RESULT__ {json}`.
 """
 
 import http.client
@@ -15,8 +16,10 @@ import time
 from typing import Any, NoReturn, Optional, Tuple
 
 from colabtunnel.remote.alive import alive  # host: inline
+from colabtunnel.remote.colab_answers import answers  # host: inline
 
 pid, port, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+requests = json.loads(sys.argv[4])
 token = os.environ["JUPYTER_TOKEN"]
 Answer = Tuple[int, str, str, bytes]
 
@@ -139,4 +142,4 @@ if authed[0] in (401, 403):
     result(ok=False, stage="token-rejected", status=authed[0])
 if api_json(authed) is None:
     result(ok=False, stage="not-jupyter", status=authed[0], content_type=authed[1])
-result(ok=True, ready_s=ready_s)
+result(ok=True, ready_s=ready_s, colab=answers(port, token, requests))
