@@ -52,14 +52,24 @@ def authenticate(transport: paramiko.Transport, target: SSHTarget, creds: Creden
     import paramiko
 
     user = target.user
-    allowed = _allowed(transport, user)
-    if allowed is None:
-        return
     attempts = _Attempts()
-    if "publickey" in allowed:
-        allowed = _publickey(transport, target, creds, attempts, allowed)
+    keys = _keys(target, creds, attempts)
+    allowed: list[str] | None = None
+    if _key_needs_nobody(target):
+        # ssh asks "none" first, to learn the methods the server takes; a key that needs nobody
+        # to unlock it is offered at once instead (a refusal lists the methods just the same),
+        # which saves that round trip whenever the key is the way in.
+        allowed = _publickey(transport, target, attempts, None, keys)
         if transport.is_authenticated():
             return
+    if allowed is None:
+        allowed = _allowed(transport, user)
+        if allowed is None:
+            return
+        if "publickey" in allowed:
+            allowed = _publickey(transport, target, attempts, allowed, keys) or allowed
+            if transport.is_authenticated():
+                return
     if "keyboard-interactive" in allowed:
         try:
             allowed = (
@@ -96,15 +106,20 @@ def _allowed(transport: paramiko.Transport, user: str) -> list[str] | None:
 def _publickey(
     transport: paramiko.Transport,
     target: SSHTarget,
-    creds: Credentials,
     attempts: _Attempts,
-    allowed: list[str],
-) -> list[str]:
+    allowed: list[str] | None,
+    keys: Iterator[tuple[str, paramiko.PKey]],
+) -> list[str] | None:
+    """Offer `keys` in turn (what is left of them). The methods the server takes after this:
+    [] once logged in, the next ones after a partial success, the server's list when it takes
+    no keys at all, else `allowed` (None: not known yet)."""
     import paramiko
 
-    for label, key in _keys(target, creds, attempts):
+    for label, key in keys:
         try:
             remaining = auth_requests.publickey(transport, target.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            return list(exc.allowed_types)  # no public keys here: nothing was tried
         except paramiko.AuthenticationException:
             attempts.fail(f"{label}: not accepted by the server")
             continue
@@ -115,6 +130,30 @@ def _publickey(
             return []
         return list(remaining)  # partial success: the server wants another method next
     return allowed
+
+
+def _key_needs_nobody(target: SSHTarget) -> bool:
+    """The first key _keys() offers comes without a question: an agent key, or an identity file
+    that needs no passphrase."""
+    agent, agent_keys = _agent(target)
+    if agent is not None:
+        agent._close()
+    if target.identities_only:
+        listed = {blob for name in target.identity_files if (blob := _public_blob(name))}
+        agent_keys = [key for key in agent_keys if key.asbytes() in listed]
+    if agent_keys:
+        return True
+    for name in target.identity_files:
+        if not Path(name).exists():
+            continue
+        try:
+            _read_key(Path(name))
+        except _Encrypted:
+            return False
+        except ConfigError:
+            continue  # _keys() skips it too
+        return True
+    return False
 
 
 def _keys(
