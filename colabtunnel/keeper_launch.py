@@ -20,6 +20,7 @@ _early: subprocess.Popen[bytes] | None = None
 
 GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose"})
 NOT_BACKGROUND = frozenset({"--foreground", "--help", "-h"})
+WITH_VALUE = frozenset({"--local-port", "--remote-port", "--timeout"})  # `up` options
 
 
 def launch(stderr_path: Path, warm: bool = False) -> subprocess.Popen[bytes]:
@@ -55,11 +56,38 @@ def wants_keeper(argv: list[str]) -> bool:
     return bool(rest) and rest[0] == "up" and not NOT_BACKGROUND & set(rest)
 
 
+def profile_of(argv: list[str]) -> str | None:
+    """The PROFILE of `[flags] up [options] PROFILE ...`, or None when it cannot be told."""
+    rest = iter(argv[argv.index("up") + 1 :] if "up" in argv else [])
+    for word in rest:
+        if word in WITH_VALUE:
+            next(rest, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _already_up(argv: list[str]) -> bool:
+    """The tunnel `up` asks for is up already: `up` only prints its URL and needs no keeper (an
+    early one would spend a core on imports meanwhile). Only a hint: `up` decides under its
+    lock."""
+    name = profile_of(argv)
+    if name is None:
+        return False
+    from colabtunnel import state
+
+    try:
+        record = state.peek(name)
+    except Exception:  # an optimisation only: a name that is no profile, an unreadable home
+        return False
+    return record is not None and state.reusable(record)
+
+
 def start_early(argv: list[str]) -> None:
     """Start a keeper now if `argv` is an `up` that will need one. Never fails: without an early
     keeper, keeper.spawn() starts one the usual way."""
     global _early
-    if _early is not None or not wants_keeper(argv):
+    if _early is not None or not wants_keeper(argv) or _already_up(argv):
         return
     from colabtunnel import paths
 

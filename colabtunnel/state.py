@@ -206,6 +206,24 @@ def keeper_alive(record: Record) -> bool:
     return started is not None and abs(started - record.keeper_started) < 1.0
 
 
+# A keeper in these states cannot get back in by itself; a new `up` hands the tunnel to a new one.
+HANDED_OVER = ("needs-login", "host-key-changed")
+
+
+def reusable(record: Record) -> bool:
+    """`up` for a profile whose live keeper holds this record hands out the same URL."""
+    return record.health not in (*HANDED_OVER, "remote-dead")
+
+
+def peek(profile: str) -> Record | None:
+    """The record if its keeper is alive, read without cleaning anything up (no lock held)."""
+    try:
+        record = _from_json(json.loads(_record_path(profile).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return record if keeper_alive(record) else None
+
+
 def live(profile: str) -> Record | None:
     """The record if its keeper is alive; a stale one is removed and None returned."""
     record = read(profile)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import psutil
 import pytest
 
-from colabtunnel.keeper_launch import wants_keeper
+from colabtunnel import keeper_launch, state
+from colabtunnel.keeper_launch import profile_of, wants_keeper
 from tests.conftest import Env, leftover_processes
 
 
@@ -28,6 +30,51 @@ from tests.conftest import Env, leftover_processes
 )
 def test_which_commands_start_an_early_keeper(argv: list[str], wanted: bool) -> None:
     assert wants_keeper(argv) is wanted
+
+
+@pytest.mark.parametrize(
+    ("argv", "profile"),
+    [
+        (["up", "gpu"], "gpu"),
+        (["--debug", "up", "--timeout", "30", "--accept-new", "gpu", "--json"], "gpu"),
+        (["up", "--local-port", "8890", "--remote-port", "9000", "gpu"], "gpu"),
+        (["up", "--timeout=30", "gpu"], "gpu"),
+        (["up", "--json"], None),
+        (["status"], None),
+    ],
+)
+def test_the_profile_an_up_names(argv: list[str], profile: str | None) -> None:
+    assert profile_of(argv) == profile
+
+
+def test_no_early_keeper_for_a_tunnel_that_is_up(local_env: Env) -> None:
+    """`up` on a live tunnel prints its URL: a keeper started early would only compete with it
+    for a core. Its record says so (a live keeper, a reusable health); anything else still
+    gets one."""
+    me = os.getpid()
+    record = state.Record(
+        profile="local",
+        keeper_pid=me,
+        keeper_started=state.process_identity(me) or 0.0,
+        host="local",
+        local_port=8888,
+        remote_port=8888,
+        token="t",
+        flavour="notebook7",
+    )
+    state.write(record)
+    try:
+        for health, early in (("ok", False), ("reconnecting", False), ("remote-dead", True)):
+            record.set_health(health)
+            keeper_launch.start_early(["up", "local"])
+            child = keeper_launch.take_early()
+            if child is not None:
+                child.kill()
+                child.wait()
+            assert (child is not None) is early, health
+    finally:
+        state.remove("local")
+        keeper_launch.discard_early()
 
 
 def keepers(world: Env) -> list[psutil.Process]:
