@@ -18,6 +18,7 @@ import requests
 from colabtunnel.probe import run_probe
 from tests.conftest import ACTIVATE as ACTIVATE_LINE
 from tests.conftest import PROFILE, Env, jupyters_under, leftover_processes, wait_for
+from tests.sshd import running_sshd
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
 
@@ -200,6 +201,31 @@ def test_up_twice_reuses_and_reattaches_after_keeper_killed(env: Env) -> None:
     assert token3 == token and url3 == url1
     assert remote_servers(env) == servers
     assert run_probe(f"http://127.0.0.1:{port3}/", token3).ok
+
+
+def test_up_on_a_live_tunnel_opens_no_ssh_connection(env: Env, tmp_path: Path) -> None:
+    """The second `up` answers from the state record and the live keeper: the sshd accepts no
+    connection meanwhile (its VERBOSE log has a line per connection accepted)."""
+    with running_sshd(tmp_path / "counted", extra="LogLevel VERBOSE\n") as server:
+        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
+        env.write_profile(
+            "counted",
+            host="127.0.0.1",
+            port=server.port,
+            user="root",
+            identity_file=str(server.client_key),
+            activate=ACTIVATE_LINE,
+        )
+        try:
+            first = env.run("up", "counted", check=True)
+            accepted = server.log.read_text().count("Connection from")
+            assert accepted >= 1
+            again = env.run("up", "counted", check=True)
+            assert "already up" in again.stderr, again.stderr
+            assert again.stdout.split()[0] == first.stdout.split()[0]  # the same URL
+            assert server.log.read_text().count("Connection from") == accepted
+        finally:
+            env.run("down", "counted", timeout=120)
 
 
 def test_foreground_sigint_tears_down(env: Env) -> None:
