@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import paramiko
@@ -71,47 +72,56 @@ class SessionsAhead:
         self.transport = transport
         self.timeout = timeout  # for opening one channel
         self._lock = threading.Lock()
-        self._pending: list[_Opening] = []
+        self._pending: list[tuple[str, OpenedAhead]] = []
 
     def reserve(self, count: int, command: str) -> None:
         """Start opening `count` channels now, each running `command` as soon as it is open."""
+
+        def running() -> paramiko.Channel:
+            channel = self.transport.open_session(timeout=self.timeout)
+            try:
+                request_exec(channel, command)
+            except BaseException:
+                channel.close()
+                raise
+            return channel
+
         with self._lock:
-            self._pending += [_Opening(self.transport, self.timeout, command) for _ in range(count)]
+            self._pending += [(command, OpenedAhead(running)) for _ in range(count)]
 
     def take(self, command: str) -> tuple[paramiko.Channel, bool]:
         """The next channel opened ahead, else a new one; and whether `command` runs on it."""
         with self._lock:
-            opening = self._pending.pop(0) if self._pending else None
+            command_ahead, opening = self._pending.pop(0) if self._pending else ("", None)
         if opening is not None:
             channel = opening.result(self.timeout)
             if channel is not None:
-                return channel, opening.command == command
+                return channel, command_ahead == command
         return self.transport.open_session(timeout=self.timeout), False
 
     def release(self) -> None:
         """Close the channels nobody took."""
         with self._lock:
             pending, self._pending = self._pending, []
-        for opening in pending:
+        for _, opening in pending:
             opening.discard()
 
 
-class _Opening:
-    """One session channel being opened on a thread of its own."""
+class OpenedAhead:
+    """A channel being opened on a thread of its own, for whoever takes it first; closed if
+    nobody does (also when it arrives after that was decided)."""
 
-    def __init__(self, transport: paramiko.Transport, timeout: float, command: str) -> None:
-        self.command = command
-        self.channel: paramiko.Channel | None = None
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self.channel: Any = None
         self._discarded = False
         self._lock = threading.Lock()
         self._done = threading.Event()
-        threading.Thread(target=self._open, args=(transport, timeout), daemon=True).start()
+        threading.Thread(target=self._open, args=(opener,), daemon=True).start()
 
-    def _open(self, transport: paramiko.Transport, timeout: float) -> None:
+    def _open(self, opener: Callable[[], Any]) -> None:
         channel = None
-        with contextlib.suppress(Exception):  # taken later, it is opened again (and fails there)
-            channel = transport.open_session(timeout=timeout)
-            request_exec(channel, self.command)
+        with contextlib.suppress(Exception):  # the taker opens one itself (and fails there)
+            channel = opener()
         with self._lock:
             self.channel = channel
             discard = self._discarded
@@ -119,7 +129,8 @@ class _Opening:
         if discard and channel is not None:
             channel.close()
 
-    def result(self, timeout: float) -> paramiko.Channel | None:
+    def result(self, timeout: float) -> Any:
+        """The channel (None if it could not be opened, or not within `timeout`)."""
         self._done.wait(timeout)
         with self._lock:
             channel, self.channel = self.channel, None
