@@ -63,6 +63,7 @@ class Config:
     cli_repeat: int
     variants: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     parts: frozenset[str] = PARTS
+    links: tuple[str, ...] = LINKS
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -81,7 +82,10 @@ class Config:
             startup_repeat=repeat,
             cli_repeat=max(3, repeat),
             parts=frozenset(args.only or PARTS) - ({"startup"} if args.no_startup else set()),
+            links=tuple(args.links.split(",")) if args.links else LINKS,
         )
+        if unknown := set(cfg.links) - set(LINKS):
+            raise SystemExit(f"--links: unknown {sorted(unknown)}; known: {', '.join(LINKS)}")
         for window in args.windows.split(",") if args.windows else []:
             cfg.variants.append((f"w={window}", {"BENCH_WINDOW": window}))
         for spec in args.variant or []:
@@ -281,7 +285,7 @@ class Bench:
 
     def declare_transfer_metrics(self) -> None:
         r, cfg = self.results, self.cfg
-        for link in LINKS:
+        for link in cfg.links:
             sec = f"transfer, {self.link_label(link)}"
             work = WORKLOADS[link]
             if "download" in work:
@@ -541,7 +545,7 @@ class Bench:
         self.declare_transfer_metrics()
         with self.setup():
             if "transfer" in self.cfg.parts:
-                for link in LINKS:
+                for link in self.cfg.links:
                     self.transfers(link)
             if "memory" in self.cfg.parts:
                 self.memory()
@@ -748,6 +752,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "BENCH_CIPHER, BENCH_PIPE, BENCH_DIRECT; see benchmarks/forwarder_proc.py)",
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
+    parser.add_argument(
+        "--links", help=f"transfers on these links only, e.g. far,jump (of {', '.join(LINKS)})"
+    )
     parser.add_argument(
         "--only",
         action="append",
