@@ -15,6 +15,14 @@ Experiments, in this process only (colabtunnel/ is not touched):
   BENCH_TUNE=0        colabtunnel's fixed window (no growth to the bandwidth-delay product)
   BENCH_DIRECT=0      no direct delivery (colabtunnel/delivery.py): every byte from the server
                       goes through paramiko's buffer and the pump thread
+  BENCH_HOPWINDOW=0   a jump host's channel (which carries the target's session) keeps
+                      paramiko's fixed 2 MiB window
+  BENCH_TRACE_WINDOW=1  log every window growth (time, channel, new window, rate) to stderr
+  BENCH_WINDOW_RULE=F:U:K  colabtunnel/window.py's FILLED, UNDERUSED, KEEP (U=0: never
+                      takes a window back)
+  BENCH_RAMP=NAME     another window growth: "rate"
+                      (to 2 × rate × RTT, steps of 25 % or to the cap), "nocap" (issue 6's: the
+                      same, but stops short of the cap when the last step is under 25 %)
   BENCH_PIPE=fast     replace paramiko's BufferedPipe (whose read() is O(bytes buffered): it deletes
                       from the front of one array) with one that keeps a list of chunks
 """
@@ -25,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from benchmarks.lifeline import announce, when_parent_goes
 
@@ -124,8 +133,68 @@ def patch_pipe() -> None:
     channel.BufferedPipe = ChunkPipe
 
 
+def trace_window() -> None:
+    import time
+
+    from colabtunnel import window
+
+    adapt = window.TunedChannel._adapt
+
+    def traced(self: window.TunedChannel, rate: float) -> None:
+        before = self.window
+        adapt(self, rate)
+        print(
+            f"{time.monotonic():.3f} chan {self.channel.chanid} rate {rate / 1e6:.1f} MB/s "
+            f"rtt {self.rtt_s() * 1000:.1f} ms window {before >> 10} -> {self.window >> 10} KiB "
+            f"buffered {len(self.channel.in_buffer) >> 10} KiB",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    window.TunedChannel._adapt = traced  # type: ignore[method-assign]
+
+
+def patch_ramp(name: str) -> None:
+    from colabtunnel import window
+
+    def rate_based(self: window.TunedChannel, rate: float, to_cap: bool) -> None:
+        want = min(window.MAX_WINDOW, int(window.GROWTH * rate * self.rtt_s()))
+        small = want < self.window * 5 // 4 and (want < window.MAX_WINDOW or not to_cap)
+        if want <= self.window or small or len(self.channel.in_buffer) > self.window // 4:
+            return
+        window.grow(self.channel, want - self.window)
+        self.window = want
+
+    ramps: dict[str, Callable[[window.TunedChannel, float], None]] = {
+        "rate": lambda self, rate: rate_based(self, rate, True),
+        "nocap": lambda self, rate: rate_based(self, rate, False),
+    }
+    if name not in ramps:
+        raise SystemExit(f"BENCH_RAMP={name}: one of {', '.join(ramps)}")
+    window.TunedChannel._adapt = ramps[name]  # type: ignore[method-assign]
+
+
 def main() -> None:
     profile_name, remote_port = sys.argv[1], int(sys.argv[2])
+    if os.environ.get("BENCH_RAMP"):
+        patch_ramp(os.environ["BENCH_RAMP"])
+    if os.environ.get("BENCH_WINDOW_RULE"):
+        from colabtunnel import window
+
+        rule = os.environ["BENCH_WINDOW_RULE"].split(":")
+        window.FILLED, window.UNDERUSED, window.KEEP = (float(x) for x in rule)
+    if os.environ.get("BENCH_HOPWINDOW") == "0":
+        from colabtunnel import connection as connection_module
+
+        walk = connection_module.walk
+
+        def untuned_walk(*args: object, **kwargs: object) -> object:
+            kwargs["link_rtt"] = None
+            return walk(*args, **kwargs)  # type: ignore[arg-type]
+
+        connection_module.walk = untuned_walk  # type: ignore[assignment]
+    if os.environ.get("BENCH_TRACE_WINDOW"):
+        trace_window()
     if os.environ.get("BENCH_CIPHER"):
         patch_cipher(os.environ["BENCH_CIPHER"])
     if os.environ.get("BENCH_PIPE") == "fast":

@@ -223,9 +223,24 @@ def connect(
     def verify(transport: paramiko.Transport, hop: SSHTarget, is_target: bool) -> None:
         check_host_key(transport, hop, profile, accept_new=accept_new)
 
-    transports = walk(target, profile, verify, creds, login_target=True, deadline=clock, hops=hops)
+    made: list[Connection] = []  # the jump hosts' channels size their windows by its RTT
+
+    def link_rtt() -> float:
+        return made[0].link_rtt() if made else 0.0
+
+    transports = walk(
+        target,
+        profile,
+        verify,
+        creds,
+        login_target=True,
+        deadline=clock,
+        hops=hops,
+        link_rtt=link_rtt,
+    )
     log.info("connected to %s@%s:%d", target.user, target.hostname, target.port)
     connection = Connection(transports[-1], target, transports[:-1])
+    made.append(connection)
     # First RTTs for window sizing, before any heartbeat; the smaller of two is less skewed by a
     # server still busy with the login. A reconnect also proves with them, by its deadline, that
     # the new connection answers; a first `up` lets them run beside its first steps (nothing it
@@ -255,11 +270,14 @@ def walk(
     login_target: bool,
     deadline: Deadline | None = None,
     hops: list[SSHTarget] | None = None,
+    link_rtt: Callable[[], float] | None = None,
 ) -> list[paramiko.Transport]:
     """Handshake, verify (and log in to) each hop in turn; return their transports, target last.
 
     The first hop's bytes come from a TCP connection or its ProxyCommand; each later hop's from a
     direct-tcpip channel of the one before (sshtarget.route builds the list as OpenSSH does).
+    With `link_rtt` (the round trip to the target, once known), those channels' windows grow as
+    the forwarded ones do: everything the target sends crosses them.
     """
     from colabtunnel import sshtarget
 
@@ -271,7 +289,8 @@ def walk(
             is_target = index == len(hops) - 1
             label = "" if is_target else f"jump host {index + 1} ({hop.label}): "
             try:
-                transports.append(_start(_first_bytes(hop, transports, clock), hop, clock))
+                first = _first_bytes(hop, transports, clock, link_rtt)
+                transports.append(_start(first, hop, clock))
                 verify(transports[-1], hop, is_target)
                 if is_target and not login_target:
                     break
@@ -304,15 +323,19 @@ def _login(
 
 
 def _first_bytes(
-    hop: SSHTarget, transports: list[paramiko.Transport], clock: Deadline
-) -> paramiko.Channel | socket.socket:
-    """Where `hop`'s byte stream comes from: a channel of the previous hop, its ProxyCommand, or
-    a TCP connection."""
+    hop: SSHTarget,
+    transports: list[paramiko.Transport],
+    clock: Deadline,
+    link_rtt: Callable[[], float] | None = None,
+) -> Any:
+    """Where `hop`'s byte stream comes from: a channel of the previous hop (window tuned when
+    `link_rtt` is given), its ProxyCommand, or a TCP connection."""
     from colabtunnel import proxycommand
 
     where = f"{hop.hostname}:{hop.port}"
     if transports:
-        return _hop_socket(transports[-1], hop, clock.left(f"a channel to {where}"))
+        channel = _hop_socket(transports[-1], hop, clock.left(f"a channel to {where}"))
+        return channel if link_rtt is None else TunedChannel(channel, link_rtt)
     if hop.proxy_command:
         clock.left(f"the ProxyCommand for {where}")  # a spent budget starts no process
         return proxycommand.start(hop.proxy_command)

@@ -1,11 +1,17 @@
-"""An SSH channel window that follows the link: 2 × rate × round-trip time, 2 to 16 MiB.
+"""An SSH channel window that follows the link: from 2 MiB, doubled every round trip while the link
+fills it, up to 16 MiB.
 
 A fixed window caps one connection at window / RTT: OpenSSH's 2 MiB gives about 40 MB/s at 50 ms.
 A large fixed window is no cure: when this end is the slower one (a fast loopback link), the
 server's send buffer fills up to the window and sshd's cost per byte climbs (measured: 1.4 s/GB at
-2 MiB, 11 s/GB at 32 MiB). So the window starts at 2 MiB and grows only while data arrives faster
-than the window allows for the measured RTT and this end keeps up with it. Each decision
-uses the rate over about one RTT, so a 2 -> 16 MiB ramp takes a handful of round trips.
+2 MiB, 11 s/GB at 32 MiB). So the window starts at 2 MiB and grows only while what arrives in a
+round trip fills the window that let it through, and this end keeps up with it (on loopback a
+round trip carries a sliver of the window: it never grows there). A grant takes a round trip to
+show in what arrives, so each decision compares the bytes of the last round trip with the window
+of the decision before the last; doubling every decision (TCP's slow start), 2 -> 16 MiB takes
+three. (Issue 6's rule, 2 × the rate × RTT with steps of at least 25 %, grew every other round
+trip and stopped at 13.4 MiB at 100 ms: 92 against 105 MB/s at 100 ms, 94 against 157 at 50 ms,
+same run; benchmarks/forwarder_proc.py BENCH_RAMP keeps it.)
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ if TYPE_CHECKING:
 MIN_WINDOW = 2 * 1024 * 1024  # paramiko's and OpenSSH's default
 MAX_WINDOW = 16 * 1024 * 1024  # the most one connection may have in flight (and so in memory)
 MIN_INTERVAL_S = 0.05
-GROWTH = 2.0  # 1.5 was measured too: slower ramp-up, lower throughput on the 50 ms link
+# The window doubles when a round trip carried FILLED of the window in effect, and is taken
+# back to KEEP × what it carried when that was under UNDERUSED of it (benchmarks/forwarder_proc.py
+# BENCH_WINDOW_RULE sets them).
+FILLED = 0.75
+UNDERUSED = 0.5
+KEEP = 2.0
+GROWTH = 2  # per decision (1.5 was measured in issue 6: slower ramp-up, lower throughput)
 
 
 class TunedChannel:
@@ -34,6 +46,9 @@ class TunedChannel:
         self.interval = max(MIN_INTERVAL_S, rtt_s())
         self._received = 0
         self._since = time.monotonic()
+        # The window after each of the last two decisions: what arrived since the last one was
+        # let through by the older (a grant takes a round trip to show)
+        self._granted = (self.window, self.window)
 
     def fileno(self) -> int:
         return self.channel.fileno()
@@ -60,13 +75,28 @@ class TunedChannel:
             self._adapt(rate)
 
     def _adapt(self, rate: float) -> None:
-        want = min(MAX_WINDOW, int(GROWTH * rate * self.rtt_s()))
-        # Grow only when this end keeps up (little left unread): otherwise a bigger window would
-        # only pile data up in sshd's buffers, which makes the sender slower, not faster.
-        if want < self.window * 5 // 4 or len(self.channel.in_buffer) > self.window // 4:
-            return
-        grow(self.channel, want - self.window)
-        self.window = want
+        in_effect = self._granted[0]
+        carried = rate * self.rtt_s()  # bytes in flight over a round trip
+        # Grow only while the window is what limits, and this end keeps up (little left unread):
+        # otherwise a bigger window would only pile data up in sshd's buffers, which makes the
+        # sender slower, not faster.
+        if (
+            carried >= in_effect * FILLED
+            and len(self.channel.in_buffer) <= self.window // 4
+            and self.window < MAX_WINDOW
+        ):
+            want = min(MAX_WINDOW, GROWTH * self.window)
+            grow(self.channel, want - self.window)
+            self.window = want
+        elif carried < in_effect * UNDERUSED:
+            # The link carries less than the window: what the window allows beyond that waits
+            # in sshd, and sshd's cost per byte climbs with that queue until the transfer
+            # collapses (13 s of sshd CPU per GB instead of 1.4). Take the excess back.
+            want = max(MIN_WINDOW, int(KEEP * carried))
+            if want < self.window * 3 // 4:
+                shrink(self.channel, self.window - want)
+                self.window = want
+        self._granted = (self._granted[1], self.window)
 
     def sendall(self, data: bytes) -> None:
         self.channel.sendall(data)
@@ -89,6 +119,15 @@ def grow(channel: paramiko.Channel, delta: int) -> None:
         channel.in_window_size += delta
         channel.in_window_threshold = channel.in_window_size // 10
     _send_window_adjust(channel, delta)
+
+
+def shrink(channel: paramiko.Channel, delta: int) -> None:
+    """Take `delta` bytes of window back (a grant cannot be revoked: the next `delta` bytes
+    this end reads are not granted again)."""
+    with channel.lock:
+        channel.in_window_size -= delta
+        channel.in_window_threshold = channel.in_window_size // 10
+        channel.in_window_sofar -= delta  # paramiko private, pinned <6
 
 
 def _send_window_adjust(channel: paramiko.Channel, delta: int) -> None:
