@@ -182,6 +182,7 @@ class Chromium:
         self.map_to_port = map_to_port
         self.extra_flags = list(extra_flags or [])
         self.process: subprocess.Popen[bytes] | None = None
+        self._crash_database: str | None = None
         self.log_path = workdir / "chromium.log"
         self.events: list[dict[str, Any]] = []
         self._ws: websocket.WebSocket | None = None
@@ -233,6 +234,9 @@ class Chromium:
         self.close()
 
     def _start(self) -> None:
+        # Debian's wrapper turns the crash reporter on; its handler daemonizes out of the
+        # browser's process group (so killpg misses it) and keeps its database under HOME
+        self._crash_database = str(Path.home() / ".config" / "chromium")
         self.workdir.mkdir(parents=True, exist_ok=True)
         profile_dir = Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=self.workdir))
         self._profile_dir = profile_dir
@@ -303,6 +307,7 @@ class Chromium:
                 os.killpg(self.process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
+        _stop_crash_handlers(self._crash_database)
         if self._reader is not None:
             self._reader.join(timeout=2)
         with contextlib.suppress(AttributeError):
@@ -501,3 +506,19 @@ def fake_colab(workdir: Path, extra_flags: list[str] | None = None) -> Iterator[
         Chromium(workdir, map_to_port=server.port, extra_flags=extra_flags) as browser,
     ):
         yield FakeColab(server, browser)
+
+
+def _stop_crash_handlers(database: str | None) -> None:
+    """Chromium's crash handlers for `database`: they outlived every test before this."""
+    if not database:
+        return
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "crashpad_handler" in cmdline and f"--database={database}" in cmdline:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                found.append(proc)
+    psutil.wait_procs(found, timeout=5)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import psutil
 import pytest
 
 from tests.browser import COLAB_ORIGIN, FakeColab, chromium_missing_reason, fake_colab
@@ -35,6 +36,13 @@ def colab(tmp_path: Path) -> Iterator[FakeColab]:
         pytest.fail(reason)
     with fake_colab(tmp_path / "browser") as page:
         yield page
+    # nothing of this browser outlives it (its crash handler once did, after every test)
+    left = [
+        " ".join(proc.info["cmdline"] or [])
+        for proc in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(proc.info["cmdline"] or [])
+    ]
+    assert not left, left
 
 
 def _masked(text: str, token: str) -> str:

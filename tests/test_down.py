@@ -15,10 +15,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ACTIVATE, Env, jupyters_under, wait_for
+from tests.conftest import Env, jupyters_under, wait_for
 from tests.sshd import Sshd, running_sshd
 from tests.test_link_faults import _impostor
-from tests.tunnel_helpers import Kernel, keepers, record_of, run_dir, sessions, token_of, up_json
+from tests.tunnel_helpers import (
+    Kernel,
+    keepers,
+    record_of,
+    root_profile,
+    run_dir,
+    sessions,
+    token_of,
+    up_json,
+)
 
 NAME = "box"
 
@@ -26,16 +35,7 @@ NAME = "box"
 @pytest.fixture
 def own(tmp_path: Path, env: Env) -> Iterator[Sshd]:
     with running_sshd(tmp_path / "own-sshd") as server:
-        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
-        env.write_profile(
-            NAME,
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            identity_file=str(server.client_key),
-            activate=ACTIVATE,
-            keepalive=5,
-        )
+        root_profile(env, server, NAME, keepalive=5)
         yield server
         env.run("down", NAME, timeout=120)
         for proc in jupyters_under(server.remote_home):

@@ -30,7 +30,7 @@ import pytest
 from tests.conftest import ACTIVATE, VENV_BIN, Env, jupyters_under, wait_for
 from tests.silent_link import SilentLink
 from tests.sshd import Sshd, running_sshd
-from tests.tunnel_helpers import URL_RE, keepers, nothing_left, run_dir
+from tests.tunnel_helpers import URL_RE, keepers, nothing_left, root_profile, run_dir
 
 NAME = "sig"
 SLOW_S = 3
@@ -49,9 +49,6 @@ def host(tmp_path: Path, env: Env) -> Iterator[Host]:
     """An sshd of this test's own, reached through a SilentLink (profile written per step)."""
     with running_sshd(tmp_path / "own-sshd") as server:
         link = SilentLink(server.port)
-        env.known_hosts.write_text(
-            env.known_hosts.read_text() + f"[127.0.0.1]:{link.port} {server.host_key_pub}\n"
-        )
         try:
             yield Host(server, link, tmp_path)
         finally:
@@ -63,15 +60,7 @@ def host(tmp_path: Path, env: Env) -> Iterator[Host]:
 
 
 def _profile(env: Env, host: Host, **keys: object) -> None:
-    defaults: dict[str, object] = {"activate": ACTIVATE, "keepalive": 5}
-    env.write_profile(
-        NAME,
-        host="127.0.0.1",
-        port=host.link.port,
-        user="root",
-        identity_file=str(host.server.client_key),
-        **{**defaults, **keys},
-    )
+    root_profile(env, host.server, NAME, port=host.link.port, **{"keepalive": 5, **keys})
 
 
 def _slow_jupyter(host: Host) -> Path:

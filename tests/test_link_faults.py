@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ACTIVATE, Env, jupyters_under, wait_for
+from tests.conftest import Env, jupyters_under, wait_for
 from tests.silent_link import SilentLink
 from tests.sshd import Sshd, keygen, running_sshd
 from tests.tunnel_helpers import (
@@ -28,6 +28,7 @@ from tests.tunnel_helpers import (
     answers,
     keepers,
     record_of,
+    root_profile,
     status_of,
     token_of,
     up_json,
@@ -49,18 +50,7 @@ def linked(tmp_path: Path, env: Env) -> Iterator[Linked]:
     with running_sshd(tmp_path / "own-sshd") as server:
         link = SilentLink(server.port)
         try:
-            env.known_hosts.write_text(
-                env.known_hosts.read_text() + f"[127.0.0.1]:{link.port} {server.host_key_pub}\n"
-            )
-            env.write_profile(
-                NAME,
-                host="127.0.0.1",
-                port=link.port,
-                user="root",
-                identity_file=str(server.client_key),
-                activate=ACTIVATE,
-                keepalive=KEEPALIVE,
-            )
+            root_profile(env, server, NAME, port=link.port, keepalive=KEEPALIVE)
             yield Linked(server, link)
         finally:
             link.release()

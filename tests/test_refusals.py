@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ACTIVATE, Env, jupyters_under
+from tests.conftest import Env, jupyters_under
 from tests.sshd import Sshd, running_sshd
 from tests.test_bad_input import clean_error
-from tests.tunnel_helpers import URL_RE, nothing_left
+from tests.tunnel_helpers import URL_RE, nothing_left, root_profile
 
 NAME = "strict"
 
@@ -19,7 +19,6 @@ NAME = "strict"
 @pytest.fixture
 def own(tmp_path: Path, env: Env) -> Iterator[Sshd]:
     with running_sshd(tmp_path / "own-sshd") as server:
-        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
         yield server
         env.run("down", NAME, timeout=120)
         for proc in jupyters_under(server.remote_home):
@@ -27,15 +26,7 @@ def own(tmp_path: Path, env: Env) -> Iterator[Sshd]:
 
 
 def _refused(env: Env, own: Sshd, jupyter_args: list[str]) -> str:
-    env.write_profile(
-        NAME,
-        host="127.0.0.1",
-        port=own.port,
-        user="root",
-        identity_file=str(own.client_key),
-        activate=ACTIVATE,
-        jupyter_args=jupyter_args,
-    )
+    root_profile(env, own, NAME, jupyter_args=jupyter_args)
     done = env.run("up", NAME)
     error, hint = clean_error(done, 1)
     assert not URL_RE.search(done.stdout + done.stderr), done.stdout

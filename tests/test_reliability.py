@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ACTIVATE, Env, jupyters_under, wait_for
+from tests.conftest import Env, jupyters_under, wait_for
 from tests.sshd import Sshd, running_sshd
-from tests.tunnel_helpers import URL_RE, Kernel, answers, status_of, up_json
+from tests.tunnel_helpers import URL_RE, Kernel, answers, root_profile, status_of, up_json
 
 OUTAGE_S = float(os.environ.get("COLABTUNNEL_TEST_OUTAGE_S", "40"))
 SLEEP_S = float(os.environ.get("COLABTUNNEL_TEST_SLEEP_S", "60"))
@@ -25,16 +25,7 @@ SLEEP_S = float(os.environ.get("COLABTUNNEL_TEST_SLEEP_S", "60"))
 def own_sshd(tmp_path: Path, env: Env) -> Iterator[Sshd]:
     """An sshd of this test's own, with a profile `rel` (keepalive 2 s) pointing at it."""
     with running_sshd(tmp_path / "own-sshd") as server:
-        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
-        env.write_profile(
-            "rel",
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            identity_file=str(server.client_key),
-            activate=ACTIVATE,
-            keepalive=2,
-        )
+        root_profile(env, server, "rel", keepalive=2)
         yield server
         env.run("down", "rel", timeout=120)
         for proc in jupyters_under(server.remote_home):

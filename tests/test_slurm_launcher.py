@@ -20,7 +20,7 @@ import pytest
 from colabtunnel.probe import run_probe
 from tests.conftest import Env, leftover_processes, wait_for
 from tests.slurm_cluster import SlurmCluster
-from tests.test_reliability import Kernel
+from tests.tunnel_helpers import Kernel
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
@@ -81,6 +81,8 @@ def test_up_in_a_job_probe_status_down(cluster_env: tuple[Env, SlurmCluster], ac
     assert shown["job"]["node"] == "node1" and shown["job"]["left_s"] > 0
     human = env.run("status", "hpc", check=True).stdout
     assert f"job {job} RUNNING on node1" in human and "left" in human
+    logs = env.run("logs", "hpc", "-n", "200", timeout=60)
+    assert logs.returncode == 0 and "Jupyter" in logs.stdout and token not in logs.stdout
     down = env.run("down", "hpc", timeout=180)
     assert down.returncode == 0, down.stderr
     wait_for(lambda: _squeue(cluster, job) == "", timeout=30)
@@ -179,6 +181,17 @@ def test_a_job_cancelled_from_outside_is_reported(cluster_env: tuple[Env, SlurmC
     cluster.ssh(cluster.user, f"scancel {job}")
     wait_for(lambda: "CANCELLED" in (_job_status(env, "outside").get("ended") or ""), timeout=60)
     assert "job was cancelled" in _job_status(env, "outside")["ended"]
+    # the keeper notices the node is gone; `up` then submits a new job and says the URL changed
+    wait_for(lambda: _health(env, "outside") == "remote-dead", timeout=60, interval=1)
+    again = env.run("up", "outside", "--json", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["tunnel"]["handle"]["job"] != job
+    assert "URL (token) changes" in again.stderr
+
+
+def _health(env: Env, name: str) -> str:
+    tunnels = json.loads(env.run("status", name, "--json", "--no-gpu").stdout)["tunnels"]
+    return str(tunnels[0]["health"]) if tunnels else ""
 
 
 def test_the_token_is_nowhere_another_cluster_user_can_look(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ACTIVATE, Env, jupyters_under
+from tests.conftest import Env, jupyters_under
 from tests.sshd import Sshd, running_sshd
-from tests.tunnel_helpers import token_of, up_json
+from tests.tunnel_helpers import root_profile, token_of, up_json
 
 NAME = "watched"
 SAMPLE_EVERY_S = 0.02
@@ -57,15 +57,7 @@ def recorded(tmp_path: Path, env: Env) -> Iterator[tuple[Sshd, Path]]:
     )
     recorder.chmod(0o755)
     with running_sshd(tmp_path / "own-sshd", extra=f"ForceCommand {recorder}\n") as server:
-        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
-        env.write_profile(
-            NAME,
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            identity_file=str(server.client_key),
-            activate=ACTIVATE,
-        )
+        root_profile(env, server, NAME)
         yield server, log
         env.run("down", NAME, timeout=120)
         for proc in jupyters_under(server.remote_home):

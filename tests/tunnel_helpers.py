@@ -12,7 +12,7 @@ import psutil
 import requests
 
 from colabtunnel.probe import execute_request
-from tests.conftest import Env, jupyters_under, leftover_processes, wait_for
+from tests.conftest import ACTIVATE, Env, jupyters_under, leftover_processes, wait_for
 from tests.sshd import Sshd
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
@@ -115,3 +115,22 @@ def nothing_left(env: Env, server: Sshd, name: str) -> None:
     wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
     assert not (env.ct_home / "state" / f"{name}.json").exists()
     assert not run_dir(server, name).exists(), sorted(run_dir(server, name).iterdir())
+
+
+def root_profile(
+    env: Env, server: Sshd, name: str, port: int | None = None, **keys: object
+) -> None:
+    """Profile `name` logging in to `server` as root (through `port`, a proxy in front of it,
+    when given), with its host key trusted there and ACTIVATE unless `keys` say otherwise."""
+    port = port or server.port
+    env.known_hosts.write_text(
+        env.known_hosts.read_text() + f"[127.0.0.1]:{port} {server.host_key_pub}\n"
+    )
+    env.write_profile(
+        name,
+        host="127.0.0.1",
+        port=port,
+        user="root",
+        identity_file=str(server.client_key),
+        **{"activate": ACTIVATE, **keys},
+    )

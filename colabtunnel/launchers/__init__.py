@@ -116,6 +116,10 @@ class ConnectionReach:
     def reaches(self, endpoint: tuple[str, int]) -> bool | None:
         import paramiko
 
+        if self.owned and not self.transport.is_active():
+            # a node session of its own ended while the login connection lives: what it ran in
+            # (a job step, the job) is gone; a new `up` finds out whether the job still runs
+            return False
         try:
             self.open(endpoint, ("127.0.0.1", 0)).close()
         except paramiko.ChannelException:
@@ -179,6 +183,25 @@ class Launcher(Protocol):
         self, host: Host, profile: Profile, handle: dict[str, Any]
     ) -> dict[str, Any] | None:
         """What `status` shows beyond the tunnel (a job: state, node, time left, why it ended)."""
+
+
+def stream_masked(host: Host, script: str, sink: Callable[[str], None]) -> int:
+    """Run a log-tailing script on `host`, passing its output to `sink` line by line, masked."""
+    from colabtunnel.redact import mask
+
+    pending = b""
+
+    def feed(chunk: bytes) -> None:
+        nonlocal pending
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            sink(mask(line.decode(errors="replace")))
+
+    code = host.stream_script(script, feed)
+    if pending:
+        sink(mask(pending.decode(errors="replace")))
+    return code
 
 
 def _load() -> dict[str, ModuleType]:

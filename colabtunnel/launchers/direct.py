@@ -26,7 +26,15 @@ from colabtunnel.inspection import (
     result,
     stage_error,
 )
-from colabtunnel.launchers import ConnectionReach, Finding, Opener, Progress, Reach, Server
+from colabtunnel.launchers import (
+    ConnectionReach,
+    Finding,
+    Opener,
+    Progress,
+    Reach,
+    Server,
+    stream_masked,
+)
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask
 
@@ -167,19 +175,7 @@ def logs(
         lines=lines,
         follow="-F" if follow else "",
     )
-    pending = b""
-
-    def feed(chunk: bytes) -> None:
-        nonlocal pending
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            sink(mask(line.decode(errors="replace")))
-
-    code = host.stream_script(script, feed)
-    if pending:
-        sink(mask(pending.decode(errors="replace")))
-    return code
+    return stream_masked(host, script, sink)
 
 
 def node_host(host: Host, server: Server) -> Host:

@@ -33,7 +33,7 @@ from colabtunnel.flavours import Flavour
 from colabtunnel.gpus import GpuReport
 from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.inspection import INSPECT_TIMEOUT, HostInfo
-from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server
+from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server, stream_masked
 from colabtunnel.launchers import slurm_queue as queue
 from colabtunnel.launchers.slurm_settings import SlurmSettings
 from colabtunnel.profiles import Profile
@@ -391,8 +391,8 @@ def attach(host: Host, profile: Profile, server: Server, creds: Credentials) -> 
     )
 
 
-# Measured on the test cluster (tests/slurm_cluster.py): SSH into the node moved 56 MB/s, the srun
-# stdio relay 16.8 MB/s, so `auto` tries node-ssh first, then what worked last time comes first.
+# Measured on the test cluster (python -m benchmarks.slurm_access): SSH into the node moved 93 MB/s,
+# the srun stdio relay 22 MB/s; so `auto` tries node-ssh first, and what worked last time first.
 AUTO_ORDER = ("node-ssh", "srun")
 
 
@@ -553,19 +553,7 @@ def logs(
         lines=lines,
         follow="-F" if follow else "",
     )
-    pending = b""
-
-    def feed(chunk: bytes) -> None:
-        nonlocal pending
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            sink(mask(line.decode(errors="replace")))
-
-    code = host.stream_script(script, feed)
-    if pending:
-        sink(mask(pending.decode(errors="replace")))
-    return code
+    return stream_masked(host, script, sink)
 
 
 def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, Any] | None:
