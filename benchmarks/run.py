@@ -44,6 +44,7 @@ UP_ROUTES = {"far": "far link", "jump-far": "far link through a jump host"}
 STEPS = ("launch", "connect", "detect", "start", "ready", "confirm", "probe")
 # Round trips `up` may spend beyond loopback (issue 14); --quick fails at 1.5 times these.
 ROUND_TRIP_TARGETS = {"far": 10, "jump-far": 14}
+QUICK_MARGIN = 1.5
 MB = 1_000_000
 PARTS = frozenset({"transfer", "memory", "startup"})
 
@@ -789,7 +790,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(to_json(results, cfg, mach), indent=1))
     log("done")
-    return 0
+    over = round_trips_over_target(results) if cfg.quick else []
+    for message in over:
+        print(f"FAIL: {message}", file=sys.stderr)
+    return 1 if over else 0
+
+
+def round_trips_over_target(results: Results) -> list[str]:
+    """The far routes whose `up` waited for more than QUICK_MARGIN × its target's round trips
+    (the link measure: it does not move with the machine's load, a regression does move it)."""
+    over = []
+    for route, target in ROUND_TRIP_TARGETS.items():
+        runs = results.metrics.get(f"startup.{route}.round_trips", {}).get("median", {})
+        measured = runs.get("colabtunnel")
+        if isinstance(measured, int | float) and measured > QUICK_MARGIN * target:
+            over.append(
+                f"`up` over {UP_ROUTES[route]} waited for {measured:.1f} round trips "
+                f"(target {target}, fails above {QUICK_MARGIN * target:g})"
+            )
+    return over
 
 
 if __name__ == "__main__":
