@@ -196,16 +196,7 @@ def run_up(world: World, profile: str, timeout: float = 180) -> UpRun:
 
 def up_again(world: World, profile: str) -> tuple[float, str]:
     """`colabtunnel up PROFILE` while its tunnel is up: seconds to exit, and the URL it printed."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        cli("up", profile),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=world.env,
-        timeout=60,
-    )
-    took = time.perf_counter() - start
+    took, done = timed(world, "up", profile, timeout=60)
     if done.returncode != 0 or "already up" not in done.stderr:
         raise RuntimeError(f"`up {profile}` again -> {done.returncode}: {done.stderr}")
     return took, done.stdout.strip().splitlines()[0]
@@ -228,7 +219,10 @@ def keeper_rss_mb(world: World, profile: str) -> float | None:
     return None
 
 
-def wall(world: World, *args: str, check: bool = True) -> float:
+def timed(
+    world: World, *args: str, timeout: float = 180
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """`colabtunnel ARGS`, its output captured: seconds to exit, and how it ended."""
     start = time.perf_counter()
     done = subprocess.run(
         cli(*args),
@@ -236,9 +230,13 @@ def wall(world: World, *args: str, check: bool = True) -> float:
         capture_output=True,
         text=True,
         env=world.env,
-        timeout=180,
+        timeout=timeout,
     )
-    took = time.perf_counter() - start
+    return time.perf_counter() - start, done
+
+
+def wall(world: World, *args: str, check: bool = True) -> float:
+    took, done = timed(world, *args)
     if check and done.returncode != 0:
         raise RuntimeError(f"`colabtunnel {' '.join(args)}` -> {done.returncode}: {done.stderr}")
     return took
