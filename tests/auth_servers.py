@@ -450,6 +450,8 @@ class _KbdInterface(paramiko.ServerInterface):
         # Session channels until their exec/shell request: paramiko keeps channels by weak
         # reference, and one that nothing holds is closed (a client may open several at once).
         self.sessions: dict[int, paramiko.Channel] = {}
+        # A session's pump, started once its exec/shell request is answered (answer_first)
+        self.pumps: dict[int, threading.Thread] = {}
 
     # auth: keyboard-interactive only
     def get_allowed_auths(self, username: str) -> str:
@@ -526,8 +528,26 @@ class _KbdInterface(paramiko.ServerInterface):
         with server._lock:
             server.commands.append(command or "<shell>")
             server._processes.append(proc)
-        threading.Thread(target=_run_session, args=(server, channel, proc), daemon=True).start()
+        self.pumps[channel.get_id()] = threading.Thread(
+            target=_run_session, args=(server, channel, proc), daemon=True
+        )
         return True
+
+    def answer_first(self, transport: paramiko.Transport) -> None:
+        """Start a session's pump only once paramiko has answered its request, as sshd does: a
+        command that ends at once would otherwise close the channel before the answer, and the
+        client would find its channel closed while it waits for that answer."""
+
+        def handle_request(channel: paramiko.Channel, message: paramiko.Message) -> None:
+            paramiko.Channel._handle_request(channel, message)  # type: ignore[attr-defined]
+            pump = self.pumps.pop(channel.get_id(), None)
+            if pump is not None:
+                pump.start()
+
+        transport._channel_handler_table = {  # type: ignore[attr-defined]  # this transport's only
+            **transport._channel_handler_table,  # type: ignore[attr-defined]
+            paramiko.common.MSG_CHANNEL_REQUEST: handle_request,
+        }
 
 
 def _run_session(server: KbdServer, chan: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
@@ -613,6 +633,7 @@ def _serve_connection(server: KbdServer, sock: socket.socket) -> None:
     try:
         transport.add_server_key(server.host_key)
         iface = _KbdInterface(server, sock)
+        iface.answer_first(transport)
         try:
             transport.start_server(server=iface)
         except (paramiko.SSHException, EOFError, OSError):
