@@ -21,6 +21,7 @@ from colabtunnel.probe import (
     COLAB_ORIGIN,
     FIXES,
     HOST_SIDE,
+    NEW_KERNEL,
     Check,
     ProbeReport,
     cors_problems,
@@ -146,6 +147,31 @@ def test_answers_recorded_on_the_host_pass_and_the_kernel_runs_through_the_url(
     assert "42" in report.checks[-1].detail
     resp = requests.get(colab_server.base_url + "api/kernels", params={"token": TOKEN}, timeout=10)
     assert resp.json() == []  # the kernel the host created is deleted through the URL
+
+
+def test_the_kernel_the_host_creates_has_started_when_the_host_reports(
+    colab_server: JupyterServer,
+) -> None:
+    """A websocket that reaches a kernel while it starts waits half a second for jupyter_server's
+    second kernel_info nudge (the probe step of `up` on loopback: 0.79 s against 0.42): the host
+    reports only once the kernel it created has answered Jupyter's kernel_info. Jupyter keeps a
+    kernel "starting" until something talks to it."""
+    answers = recorded(colab_server)
+    created = answers[NEW_KERNEL.key]
+    assert isinstance(created, dict) and created["status"] == 201, created
+    kernel = json.loads(created["body"])["id"]
+    url = f"{colab_server.base_url}api/kernels/{kernel}"
+    try:
+        # the kernel's status message follows its kernel_info answer by a moment; without an
+        # answer it stays "starting" (3 s and more, measured)
+        deadline = time.monotonic() + 2
+        while (model := requests.get(url, params={"token": TOKEN}, timeout=10).json())[
+            "execution_state"
+        ] == "starting" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert model["execution_state"] != "starting", model
+    finally:
+        requests.delete(url, params={"token": TOKEN}, timeout=10)
 
 
 def test_with_answers_from_the_host_both_tunnel_checks_still_go_through_the_url(
