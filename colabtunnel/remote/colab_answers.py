@@ -64,11 +64,12 @@ def wait_until_started(port: int, token: str, created: Dict[str, Any], timeout: 
         kernel_id = json.loads(created["body"])["id"]
     except (KeyError, TypeError, ValueError):
         return  # no kernel: the kernel-start check says why
-    query = urllib.parse.urlencode({"session_id": uuid.uuid4().hex, "token": token})
+    query = urllib.parse.urlencode({"session_id": uuid.uuid4().hex})
     key = base64.b64encode(os.urandom(16)).decode()
     upgrade = (
         f"GET /api/kernels/{urllib.parse.quote(str(kernel_id))}/channels?{query} HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Host: 127.0.0.1:{port}\r\nAuthorization: token {token}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     try:
