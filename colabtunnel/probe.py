@@ -668,6 +668,24 @@ class _Probe:
         note = " (normal: Jupyter has no Colab build info)" if status == 404 else ""
         self.add("build-info", ok, f"GET {self.shown('api/colab/build-info')} -> {status}{note}")
 
+    def http_checks(self) -> None:
+        """The HTTP checks in order (through the URL, or judged from the host's answers); a
+        server that stops answering ends them with that check's failure."""
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("preflight", self.preflight),
+            ("cors-get", self.cors_get),
+            ("kernelspecs", self.kernelspecs),
+            ("auth-enforced", self.auth_enforced),
+            ("foreign-origin", self.foreign_origin),
+            ("build-info", self.build_info),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except _Unreachable as exc:
+                self.add(name, False, exc.detail, [exc.problem])
+                break
+
     def kernel_guarded(self) -> None:
         """kernel(), on a thread: whatever happens, the report gets a verdict on the kernel; then,
         with the verdict out, the kernel is deleted."""
@@ -912,21 +930,8 @@ def run_probe(
         )
         kernel_thread.start()
     reachable = probe.learn_version()
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("preflight", probe.preflight),
-        ("cors-get", probe.cors_get),
-        ("kernelspecs", probe.kernelspecs),
-        ("auth-enforced", probe.auth_enforced),
-        ("foreign-origin", probe.foreign_origin),
-        ("build-info", probe.build_info),
-    ]
     try:
-        for name, step in steps:
-            try:
-                step()
-            except _Unreachable as exc:
-                probe.add(name, False, exc.detail, [exc.problem])
-                break
+        probe.http_checks()
     finally:
         probe.session.close()
     if kernel_thread is None:
@@ -961,19 +966,7 @@ def run_probe_on_answers(
     host.root_url()
     host.learn_version()
     try:
-        for name, step in (
-            ("preflight", host.preflight),
-            ("cors-get", host.cors_get),
-            ("kernelspecs", host.kernelspecs),
-            ("auth-enforced", host.auth_enforced),
-            ("foreign-origin", host.foreign_origin),
-            ("build-info", host.build_info),
-        ):
-            try:
-                step()
-            except _Unreachable as exc:
-                host.add(name, False, exc.detail, [exc.problem])
-                break
+        host.http_checks()
         deadline = time.monotonic() + timeout
         kernel_id = host.start_kernel()
     finally:
