@@ -197,11 +197,29 @@ class Forwarder:
                 self._conns.discard(conn)
             if channel is not None:
                 with contextlib.suppress(Exception):
-                    channel.close()
+                    close_selected(channel)
             else:
                 _discard_input(conn)
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def close_selected(channel: Any) -> None:
+    """Close a channel the pump waited on with select().
+
+    select() made paramiko give the channel an OS pipe, which paramiko's reader thread writes to
+    for every packet it feeds the channel, without the lock under which Channel.close() closes
+    the pipe. A packet arriving just then is written to a closed (or reused) descriptor, and the
+    OSError ends the reader thread: the SSH connection and all its channels die. (That is how an
+    interrupted `up` once lost the connection it needed to stop Jupyter.) The channel's buffers
+    wake a plain Event instead from here on: the buffer's lock, which the reader holds while it
+    feeds, makes the swap wait for a feed under way, and the pipe is nobody's when it closes."""
+    inner = getattr(channel, "channel", channel)  # a TunedChannel wraps the paramiko Channel
+    for name in ("in_buffer", "in_stderr_buffer"):
+        buffer = getattr(inner, name, None)
+        if buffer is not None:
+            buffer.set_event(threading.Event())
+    channel.close()
 
 
 def _discard_input(conn: socket.socket) -> None:
