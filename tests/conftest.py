@@ -207,14 +207,17 @@ def leftover_processes(world: Env) -> list[psutil.Process]:
     return found
 
 
-def wait_for(predicate, timeout: float = 30, interval: float = 0.1):  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, why=None):  # type: ignore[no-untyped-def]
+    """predicate()'s first true value within `timeout`; else AssertionError, with what `why()`
+    says about the failure when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+    detail = f"\n{why()}" if why is not None else ""
+    raise AssertionError(f"condition not met within {timeout} s{detail}")
 
 
 # Servers for authentication tests (tests/auth_servers.py): password-only, one-time code, jump chains.

@@ -3,9 +3,11 @@ tunnel the way Colab does, and check that nothing is left on either side."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -110,11 +112,26 @@ def nothing_left(env: Env, server: Sshd, name: str) -> None:
 
     Checked once the host is quiet (no keeper, no script still running in an sshd session): a
     start script still under way could otherwise launch a Jupyter after the check."""
-    wait_for(lambda: not keepers(env), timeout=15)
-    wait_for(lambda: not sessions(server), timeout=60)
-    wait_for(lambda: not jupyters_under(server.remote_home), timeout=30)
+
+    def why(left: Callable[[], list[psutil.Process]]) -> Callable[[], str]:
+        return lambda: _left_behind(left(), env.ct_home / "logs" / f"{name}.log")
+
+    wait_for(lambda: not keepers(env), timeout=15, why=why(lambda: keepers(env)))
+    wait_for(lambda: not sessions(server), timeout=60, why=why(lambda: sessions(server)))
+    home = server.remote_home
+    wait_for(lambda: not jupyters_under(home), timeout=30, why=why(lambda: jupyters_under(home)))
     assert not (env.ct_home / "state" / f"{name}.json").exists()
     assert not run_dir(server, name).exists(), sorted(run_dir(server, name).iterdir())
+
+
+def _left_behind(procs: list[psutil.Process], log: Path) -> str:
+    """What is still running (PID, parent, command) and the end of the profile's log."""
+    lines = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            lines.append(f"left: pid {proc.pid} ppid {proc.ppid()}: {' '.join(proc.cmdline())}")
+    tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else ["(no log)"]
+    return "\n".join([*lines, f"end of {log}:", *tail])
 
 
 def root_profile(
