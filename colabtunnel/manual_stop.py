@@ -1,0 +1,32 @@
+"""When colabtunnel cannot stop a Jupyter itself (the host unreachable, a login refused): why, and
+the exact command that stops it, for `down` and for a start-up whose clean-up failed."""
+
+from __future__ import annotations
+
+import shlex
+
+from colabtunnel.profiles import Profile, get_profile
+
+
+def advice(name: str, why: str) -> str:
+    """The warning for a Jupyter that may still run: why, and the exact command that stops it."""
+    profile = get_profile(name)
+    run_dir = f"${{XDG_STATE_HOME:-$HOME/.local/state}}/colabtunnel/{name}"
+    command = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
+    if profile.is_local:
+        return f"{why}; Jupyter for {name} may still run here. Stop it with: {command}"
+    return f"{why}; Jupyter for {name} may still run there. Stop it with: {ssh_command(profile, command)}"
+
+
+def ssh_command(profile: Profile, command: str) -> str:
+    """`ssh ... 'command'` that reaches the profile's host the way colabtunnel does (its user,
+    port, key and jump hosts; ssh_config supplies the rest, as it does for colabtunnel)."""
+    argv = ["ssh"]
+    if profile.port:
+        argv += ["-p", str(profile.port)]
+    if profile.identity_file:
+        argv += ["-i", profile.identity_file]
+    if profile.jump:
+        argv += ["-J", profile.jump]
+    argv.append(f"{profile.user}@{profile.host}" if profile.user else profile.host)
+    return " ".join([*(shlex.quote(a) for a in argv), shlex.quote(command)])
