@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from colabtunnel import paths
 from colabtunnel.redact import mask
@@ -16,6 +17,7 @@ class MaskingFormatter(logging.Formatter):
 def setup_file_logging(profile: str) -> None:
     """Log colabtunnel and paramiko to logs/PROFILE.log, tokens masked."""
     path = paths.log_file(profile)
+    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))  # created 0600
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("colabtunnel", "paramiko"):

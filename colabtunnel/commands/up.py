@@ -93,6 +93,7 @@ def up_foreground(
     """Run the tunnel in this process until Ctrl-C or SIGTERM, then tear both ends down."""
     from colabtunnel import keeper, startup
     from colabtunnel.credentials import Credentials
+    from colabtunnel.logs import setup_file_logging
     from colabtunnel.output import confirm
     from colabtunnel.tunnel import Tunnel
 
@@ -101,6 +102,9 @@ def up_foreground(
     profile = with_overrides(
         get_profile(name), local_port=request.local_port, remote_port=request.remote_port
     )
+    # As the keeper does: the log file gets the warnings, the terminal only progress and notes
+    # (unlogged, they went raw to stderr, paramiko's tracebacks included).
+    setup_file_logging(name)
     creds = Credentials(name, prompter=prompter)
     with _sigterm_as_interrupt(), state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
