@@ -105,6 +105,7 @@ def spawn(
             with contextlib.suppress(OSError):
                 child.stdin.close()
             _terminate(child)
+            _last_notes(child, reporter)
         raise
     finally:
         with contextlib.suppress(OSError):
@@ -141,6 +142,22 @@ def _relay(
         f"the background keeper exited (code {code}) before the tunnel was ready",
         hint=f"see its log: {log_file}",
     )
+
+
+def _last_notes(child: subprocess.Popen[bytes], reporter: Reporter) -> None:
+    """What the keeper said while it undid the start-up (a Jupyter it could not stop, and how
+    to), shown before `up` exits. The keeper has exited: what it wrote waits in the pipe, and
+    whatever else still holds the pipe's far end cannot make this wait."""
+    assert child.stdout is not None
+    pending: bytes | None = None
+    with contextlib.suppress(OSError, ValueError):
+        os.set_blocking(child.stdout.fileno(), False)
+        pending = child.stdout.read()  # what is there (None: nothing), without waiting
+    for line in (pending or b"").splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            event = json.loads(line)
+            if event["type"] == "note":
+                reporter.note(event["message"])
 
 
 def _terminate(child: subprocess.Popen[bytes]) -> None:

@@ -6,6 +6,7 @@ progress goes (a Reporter) and how long it lives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -16,7 +17,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from colabtunnel import forwarder, hostconfig, hosts, inspection, launchers, redact, state
+from colabtunnel import (
+    forwarder,
+    hostconfig,
+    hosts,
+    inspection,
+    launchers,
+    manual_stop,
+    redact,
+    state,
+)
 from colabtunnel.connection import Connection
 from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
@@ -31,6 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("colabtunnel")
 
 CONNECTION_WAIT_S = 20.0
+REPLACEMENT_POLL_S = 0.1
+# How long a failed start-up's clean-up may spend logging in again when its connection died.
+CLEANUP_LOGIN_S = 15.0
+# How long a stop waits for the connection to answer a keepalive before it counts it as dead.
+STOP_PING_S = 5.0
 
 RemoteState = Literal["up", "refused", "unanswered", "unknown"]
 
@@ -143,6 +158,9 @@ class Tunnel:
         self.on_submitted: Callable[[dict[str, Any], str, str], None] | None = None
         self.local_port: int | None = None
         self._connected = threading.Event()
+        # Set once the supervisor keeps the tunnel: before that a dead connection is not
+        # replaced, so a forwarded connection fails at once instead of waiting for it.
+        self._serving = threading.Event()
         self._started_remote = False
         # False while what runs on the host was there before this `up` (a re-attach): an
         # interrupted or failed start-up must not stop it.
@@ -315,7 +333,12 @@ class Tunnel:
             except (paramiko.SSHException, EOFError, OSError):
                 if connection is self.connection and connection.alive:
                     raise  # the far end refused it: Jupyter is not there
-                # the connection was found dead meanwhile: wait for its replacement
+                if not self._serving.is_set():
+                    raise  # the start-up fails (and is undone): nobody would log in again
+                # The connection was found dead: wait for its replacement, which the
+                # supervisor makes once it notices (until then _connected is still set).
+                while self.connection is connection and time.monotonic() < give_up:
+                    time.sleep(REPLACEMENT_POLL_S)
 
     def _probe(self, local_port: int, server: launchers.Server) -> None:
         from colabtunnel import probe
@@ -345,6 +368,7 @@ class Tunnel:
 
     def serve(self, stop: threading.Event, on_health: Callable[[Health], None]) -> None:
         """Keep the tunnel up until `stop` is set (see supervisor.py)."""
+        self._serving.set()
         Supervisor(self, on_health).run(stop)
 
     def connection_ok(self, timeout: float) -> bool:
@@ -404,9 +428,10 @@ class Tunnel:
         if self.connection is not None:
             self.connection.close()
 
-    def reconnect(self, deadline: float) -> Attempt:
+    def reconnect(self, deadline: float, attach: bool = True) -> Attempt:
         """One attempt, all of it (every hop's TCP connect, banner, key exchange, login) done by
-        `deadline` (time.monotonic())."""
+        `deadline` (time.monotonic()). Without `attach` only the login is made (enough to run
+        a script on the host), not the way to Jupyter."""
         import paramiko
 
         from colabtunnel import sshtarget
@@ -417,7 +442,7 @@ class Tunnel:
             self.host = self._login(
                 sshtarget.resolve(self.profile), accept_new=False, deadline=deadline
             )
-            if self.opened is not None:  # the new login's way to Jupyter (a new srun bridge)
+            if attach and self.opened is not None:  # the new login's way to Jupyter (a srun bridge)
                 if self.reach is not None:
                     self.reach.close()
                 self.reach = self.launcher.attach(
@@ -464,6 +489,17 @@ class Tunnel:
         if not self.connection_alive():
             log.warning("could not stop Jupyter on %s: the SSH connection is down", self.host.name)
             return None
+        if not self.connection_ok(STOP_PING_S):
+            # A silent link (Wi-Fi gone, a lid closed) would hold the stop for its whole
+            # timeout; it is dropped instead, so that what follows knows it is gone.
+            log.warning(
+                "could not stop Jupyter on %s: no answer on the SSH connection in %.0f s",
+                self.host.name,
+                STOP_PING_S,
+            )
+            if self.connection is not None:
+                self.connection.close()
+            return None
         handle = self.opened.server.handle if self.opened else None
         if handle is None and self.pending is not None:
             handle = self.pending[0]  # a queued job: what finds it
@@ -475,8 +511,23 @@ class Tunnel:
 
     def abandon_on_failure(self) -> None:
         """After a failed or interrupted open(): remove what this attempt made on the host (the
-        Jupyter it started, the run directory it created), leave what it found running."""
-        self.close(stop_remote=self._owns_remote or self._started_remote)
+        Jupyter it started, the run directory it created), leave what it found running.
+
+        When the host could not be told (the connection died meanwhile: a dropped link, perhaps
+        why the user pressed Ctrl-C), one new login, within CLEANUP_LOGIN_S, does it. If even
+        that fails, the user is told what may still run there and how to stop it."""
+        stop_remote = self._owns_remote or self._started_remote
+        stopped = self.close(stop_remote=stop_remote)
+        if not stop_remote or stopped is not None or self.host is None:
+            return
+        if not self.profile.is_local:
+            log.warning("Jupyter could not be stopped over the connection: logging in again")
+            attempt = self.reconnect(time.monotonic() + CLEANUP_LOGIN_S, attach=False)
+            if attempt.state == "ok" and self.close(stop_remote=True) is not None:
+                return
+        why = f"{self.host.name} could not be reached to undo this start"
+        with contextlib.suppress(OSError):  # `up` may be gone: the log has it anyway
+            self.reporter.note(manual_stop.advice(self.profile.name, why))
 
     def provisional_record(
         self, keeper_pid: int, handle: dict[str, Any], token: str, flavour: str

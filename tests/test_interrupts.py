@@ -199,3 +199,69 @@ def test_an_interrupt_while_the_host_lock_is_held_leaves_no_jupyter(env: Env, ho
     # the launch that was under way when the signal came did happen, and was stopped
     assert "jupyter.pid" not in str(list(host.server.remote_home.rglob("*")))
     nothing_left(env, host.server, NAME)
+
+
+def _cut_during_the_probe(env: Env, host: Host, mode: str) -> tuple[subprocess.Popen[str], str]:
+    """`up` to its probe, then the link resets every connection (as a NAT that forgot them)."""
+    STEPS["probing"].prepare(env, host)
+    proc = env.popen("up", NAME, *(["--foreground"] if mode == "foreground" else []))
+    seen = _until(proc, STEPS["probing"].marker)
+    host.link.cut()
+    return proc, seen
+
+
+@pytest.mark.parametrize("mode", ["background", "foreground"])
+def test_a_connection_lost_during_start_up_is_replaced_to_stop_jupyter(
+    env: Env, host: Host, mode: str
+) -> None:
+    """The probe fails with the connection; the clean-up cannot stop Jupyter over it, so it logs
+    in once more (one new connection through the link) and stops it there."""
+    proc, seen = _cut_during_the_probe(env, host, mode)
+    logins, cut = host.link.accepted, time.monotonic()
+    _, rest = proc.communicate(timeout=120)
+    took, output = time.monotonic() - cut, seen + rest
+    assert proc.returncode == 1, output
+    # The probe fails with the connection (nobody would replace it during start-up: waiting for
+    # that took 30 s)
+    assert took < 15, f"`up` failed {took:.1f} s after the link was cut"
+    assert "Colab check" in output and "may still run" not in output, output
+    nothing_left(env, host.server, NAME)
+    assert host.link.accepted == logins + 1, f"{host.link.accepted - logins} new connections"
+
+
+def test_a_host_that_cannot_be_reached_to_clean_up_is_named_with_the_command_that_stops_it(
+    env: Env, host: Host
+) -> None:
+    proc, seen = _cut_during_the_probe(env, host, "background")
+    host.link.refuse_for(120)  # the network is not back before `up` gives up
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 1, seen + rest
+    assert "could not be reached to undo this start" in rest, rest
+    assert "may still run there. Stop it with: ssh -p" in rest, rest
+    assert jupyters_under(host.server.remote_home), "the test's premise: Jupyter was left"
+
+
+@pytest.mark.parametrize("mode", ["background", "foreground"])
+def test_ctrl_c_on_a_silent_link_says_within_seconds_what_may_still_run(
+    env: Env, host: Host, mode: str
+) -> None:
+    """The link goes silent under the probe (a lid closed, Wi-Fi gone) and the user presses
+    Ctrl-C: the clean-up gives up on the unanswering connection after STOP_PING_S, its new
+    login gets no banner, and `up` says what may still run on the host and how to stop it."""
+    STEPS["probing"].prepare(env, host)
+    proc = env.popen("up", NAME, *(["--foreground"] if mode == "foreground" else []))
+    seen = _until(proc, STEPS["probing"].marker)
+    host.link.hold()
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, rest = proc.communicate(timeout=120)
+    took, output = time.monotonic() - sent, seen + rest
+    assert proc.returncode == 130, output
+    assert "could not be reached to undo this start" in output, output
+    assert "may still run there. Stop it with: ssh -p" in output, output
+    assert "Traceback" not in output, output
+    # a stop waiting on the silent connection for its own timeout took 70 s, past `up`'s wait
+    # for its keeper (60 s), which then killed it without a word
+    assert took < 40, f"`up` took {took:.1f} s to exit"
+    host.link.release()
+    assert jupyters_under(host.server.remote_home), "the test's premise: Jupyter was left"
