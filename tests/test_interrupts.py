@@ -9,17 +9,15 @@ progress output) that it reached that step:
   the start script runs it, the host lock is held);
 - waiting for Jupyter: `jupyter` is a wrapper that sleeps 8 s before it becomes Jupyter, and the
   signal goes once its PID is on the host (the launch is over, the server does not answer yet);
-- probing: the host's python3 kernelspec sleeps 10 s before it starts the kernel, so the probe's
-  kernel is not ready;
+- probing: the host's kernel runs each cell 10 s late (an IPython start-up hook), so the probe's
+  cell is still running;
 - after the URL (foreground: that is how it is stopped).
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,13 +68,14 @@ def _slow_jupyter(host: Host) -> Path:
     return wrapper
 
 
-def _slow_kernelspec(host: Host) -> None:
-    spec = host.server.remote_home / ".local/share/jupyter/kernels/python3"
-    spec.mkdir(parents=True, exist_ok=True)
-    launch = f'sleep 10; exec {sys.executable} -m ipykernel_launcher -f "$0"'
-    argv = ["sh", "-c", launch, "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "slow", "language": "python"})
+def _slow_execution(host: Host) -> None:
+    """The host's kernels start and answer kernel_info at once, then run each cell 10 s late.
+    (A slow kernelspec in the host's home would not do: Jupyter in a virtualenv prefers the
+    env's own python3 spec, and the host waits for the kernel to start before `up` probes.)"""
+    startup = host.server.remote_home / ".ipython/profile_default/startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-slow.py").write_text(
+        "import time\nget_ipython().events.register('pre_execute', lambda: time.sleep(10))\n"
     )
 
 
@@ -106,7 +105,7 @@ STEPS = {
     ),
     "probing": Step(
         "checking it the way Colab",
-        lambda env, host: (_profile(env, host), _slow_kernelspec(host)),
+        lambda env, host: (_profile(env, host), _slow_execution(host)),
         prompt=True,
     ),
 }
