@@ -268,10 +268,10 @@ class Tunnel:
         accept_new: bool,
         hops: list[SSHTarget] | None = None,
         deadline: float | None = None,
-    ) -> Host:
+    ) -> SSHHost:
         from colabtunnel import connection
 
-        self.connection = connection.connect(
+        login = connection.connect(
             target,
             self.profile.name,
             accept_new=accept_new,
@@ -279,7 +279,7 @@ class Tunnel:
             hops=hops,
             deadline=deadline,
         )
-        return SSHHost(self.connection, self.profile.host)
+        return SSHHost(login, self.profile.host)
 
     def _ensure_server(self) -> launchers.Server:
         """Inspect the host, then re-attach to the server an earlier `up` left or start one."""
@@ -323,8 +323,10 @@ class Tunnel:
         give_up = time.monotonic() + CONNECTION_WAIT_S
         while True:
             left = give_up - time.monotonic()
+            waited = left > 0 and self._connected.wait(left)
+            # Read once the link is up: read before, they may be the dropped login's
             connection, reach = self.connection, self.reach
-            if left <= 0 or not self._connected.wait(left) or connection is None or reach is None:
+            if not waited or connection is None or reach is None:
                 raise ColabtunnelError(
                     f"the SSH connection is down (waited {CONNECTION_WAIT_S:.0f} s)"
                 )
@@ -439,15 +441,24 @@ class Tunnel:
         from colabtunnel.hostkeys import ChangedHostKey
 
         try:
-            self.host = self._login(
-                sshtarget.resolve(self.profile), accept_new=False, deadline=deadline
-            )
+            host = self._login(sshtarget.resolve(self.profile), accept_new=False, deadline=deadline)
+            reach = self.reach
             if attach and self.opened is not None:  # the new login's way to Jupyter (a srun bridge)
-                if self.reach is not None:
-                    self.reach.close()
-                self.reach = self.launcher.attach(
-                    self.host, self.profile, self.opened.server, self.creds
-                )
+                try:
+                    reach = self.launcher.attach(host, self.profile, self.opened.server, self.creds)
+                except BaseException:
+                    host.close()  # no use without its way in; the next attempt logs in afresh
+                    raise
+            # Handed out together, and only now: a forwarded connection that pairs the new login
+            # with the dropped one's way in (a dead bridge) would be refused.
+            old_reach, self.host, self.connection, self.reach = (
+                self.reach,
+                host,
+                host.connection,
+                reach,
+            )
+            if old_reach is not None and old_reach is not reach:
+                old_reach.close()
             self._connected.set()
         except LoginNeeded as exc:
             log.warning("reconnect needs a login: %s", exc.message)
