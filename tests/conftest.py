@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -158,8 +159,11 @@ def _teardown(world: Env) -> None:
     world.run("down", timeout=120)
     leftovers = leftover_processes(world)
     for proc in leftovers:
-        proc.kill()
-    assert not leftovers, f"processes left running after `down`: {[p.cmdline() for p in leftovers]}"
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    assert not leftovers, (
+        f"processes left running after `down`: {[command_of(p) for p in leftovers]}"
+    )
 
 
 def jupyters_under(home: Path, kernels: bool = True) -> list[psutil.Process]:
@@ -205,6 +209,12 @@ def leftover_processes(world: Env) -> list[psutil.Process]:
         ):
             found.append(proc)
     return found
+
+
+def command_of(proc: psutil.Process) -> str:
+    """The command line as process_iter() read it: asking the process again may meet a zombie (a
+    process that ended since, not yet reaped), which psutil answers with an error."""
+    return " ".join(proc.info.get("cmdline") or [])
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, why=None):  # type: ignore[no-untyped-def]

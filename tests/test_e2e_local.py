@@ -8,11 +8,11 @@ import socket
 import psutil
 
 from colabtunnel.probe import run_probe
-from tests.conftest import Env, leftover_processes, wait_for
+from tests.conftest import Env, command_of, leftover_processes, wait_for
 
 
 def _jupyters(env: Env) -> list[psutil.Process]:
-    return [p for p in leftover_processes(env) if "jupyter" in " ".join(p.cmdline())]
+    return [p for p in leftover_processes(env) if "jupyter" in command_of(p)]
 
 
 def test_up_local_probe_down(local_env: Env) -> None:

@@ -17,7 +17,7 @@ import requests
 
 from colabtunnel.probe import run_probe
 from tests.conftest import ACTIVATE as ACTIVATE_LINE
-from tests.conftest import PROFILE, Env, jupyters_under, leftover_processes, wait_for
+from tests.conftest import PROFILE, Env, command_of, jupyters_under, leftover_processes, wait_for
 from tests.sshd import running_sshd
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
@@ -83,7 +83,7 @@ def test_up_probe_down(env: Env) -> None:
         f"http://127.0.0.1:{port}/api/kernels", params={"token": token}, json={}, timeout=60
     )
     assert kernel.status_code == 201
-    kernels = [p for p in remote_jupyters(env) if "ipykernel" in " ".join(p.cmdline())]
+    kernels = [p for p in remote_jupyters(env) if "ipykernel" in command_of(p)]
     assert kernels, "the kernel process was not found on the host"
     done = env.run("down", PROFILE, check=True)
     assert "stopped gpu" in done.stderr

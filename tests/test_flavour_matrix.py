@@ -30,7 +30,7 @@ import requests
 
 from colabtunnel.probe import ProbeReport, run_probe
 from tests import flavour_venvs
-from tests.conftest import Env, leftover_processes, wait_for
+from tests.conftest import Env, command_of, leftover_processes, wait_for
 from tests.flavour_venvs import FLAVOURS, MATRIX, python_of
 from tests.jupyter_helpers import COLAB_ORIGIN, config_dir, running_jupyter
 from tests.test_e2e_ssh import port_open, remote_jupyters
@@ -88,7 +88,7 @@ def test_up_probe_down(env: Env, venvs: dict[str, Path], name: str) -> None:
     # The server on the host is this flavour's venv, not the project's own Jupyter.
     servers = remote_jupyters(env)
     real_venv = os.path.realpath(venv)
-    assert any(real_venv in " ".join(p.cmdline()) for p in servers), [p.cmdline() for p in servers]
+    assert any(real_venv in command_of(p) for p in servers), [command_of(p) for p in servers]
 
     report = run_probe(f"http://127.0.0.1:{port}/", token)
     assert report.ok, json.dumps(report.to_dict(), indent=1)
@@ -219,7 +219,7 @@ def test_notebookapp_prefix_is_translated(
 
 
 def _assert_nothing_started(env: Env, profile: str) -> None:
-    assert not remote_jupyters(env), [p.cmdline() for p in remote_jupyters(env)]
+    assert not remote_jupyters(env), [command_of(p) for p in remote_jupyters(env)]
     assert not (_run_dir(env, profile) / "jupyter.pid").exists(), "a Jupyter was launched"
     assert not (env.ct_home / "state" / f"{profile}.json").exists()
     assert not leftover_processes(env)

@@ -10,7 +10,7 @@ import pytest
 
 from colabtunnel import keeper_launch, state
 from colabtunnel.keeper_launch import profile_of, wants_keeper
-from tests.conftest import Env, leftover_processes
+from tests.conftest import Env, command_of, leftover_processes
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_no_early_keeper_for_a_tunnel_that_is_up(local_env: Env) -> None:
 
 
 def keepers(world: Env) -> list[psutil.Process]:
-    return [p for p in leftover_processes(world) if "colabtunnel.keeper" in " ".join(p.cmdline())]
+    return [p for p in leftover_processes(world) if "colabtunnel.keeper" in command_of(p)]
 
 
 def test_unadopted_early_keeper_is_gone_when_up_exits(local_env: Env) -> None:

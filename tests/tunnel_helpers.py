@@ -14,7 +14,14 @@ import psutil
 import requests
 
 from colabtunnel.probe import execute_request
-from tests.conftest import ACTIVATE, Env, jupyters_under, leftover_processes, wait_for
+from tests.conftest import (
+    ACTIVATE,
+    Env,
+    command_of,
+    jupyters_under,
+    leftover_processes,
+    wait_for,
+)
 from tests.sshd import Sshd
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
@@ -96,7 +103,7 @@ def run_dir(server: Sshd, name: str) -> Path:
 
 
 def keepers(env: Env) -> list:
-    return [p for p in leftover_processes(env) if "colabtunnel.keeper" in " ".join(p.cmdline())]
+    return [p for p in leftover_processes(env) if "colabtunnel.keeper" in command_of(p)]
 
 
 def sessions(server: Sshd) -> list[psutil.Process]:
