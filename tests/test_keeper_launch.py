@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-import psutil
 import pytest
 
 from colabtunnel import keeper_launch, state
 from colabtunnel.keeper_launch import profile_of, wants_keeper
-from tests.conftest import Env, command_of, leftover_processes
+from tests.conftest import Env, leftover_processes
+from tests.tunnel_helpers import keepers
 
 
 @pytest.mark.parametrize(
@@ -75,10 +75,6 @@ def test_no_early_keeper_for_a_tunnel_that_is_up(local_env: Env) -> None:
     finally:
         state.remove("local")
         keeper_launch.discard_early()
-
-
-def keepers(world: Env) -> list[psutil.Process]:
-    return [p for p in leftover_processes(world) if "colabtunnel.keeper" in command_of(p)]
 
 
 def test_unadopted_early_keeper_is_gone_when_up_exits(local_env: Env) -> None:

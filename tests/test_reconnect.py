@@ -20,18 +20,11 @@ import pytest
 
 from colabtunnel import launchers
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.output import Progress
 from colabtunnel.profiles import get_profile
 from colabtunnel.tunnel import Opened, Tunnel, UpOptions
 from tests.conftest import PROFILE, Env
 from tests.tcp_servers import TcpServer
-
-
-class Quiet:
-    def step(self, message: str) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        pass
 
 
 class HeldAttach:
@@ -66,7 +59,7 @@ def echo(conn: socket.socket) -> None:
 def serving(env: Env) -> Iterator[tuple[Tunnel, HeldAttach]]:
     """A tunnel as the keeper holds it while serving, with an echo server as its Jupyter."""
     jupyter = TcpServer(echo)
-    tunnel = Tunnel(get_profile(PROFILE), UpOptions(), Quiet())
+    tunnel = Tunnel(get_profile(PROFILE), UpOptions(), Progress(quiet=True))
     host = tunnel.connect_host()
     server = launchers.Server(("127.0.0.1", jupyter.port), "t" * 43, "notebook7")
     tunnel.opened = Opened(0, server, tunnel.target, tunnel.launcher.NAME)
