@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from colabtunnel import (
     forwarder,
@@ -34,9 +34,6 @@ from colabtunnel.flavours import COLAB_ORIGIN, choose
 from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.profiles import Profile
 from colabtunnel.supervisor import Health, Supervisor
-
-if TYPE_CHECKING:
-    from colabtunnel.sshtarget import SSHTarget
 
 log = logging.getLogger("colabtunnel")
 
@@ -262,21 +259,16 @@ class Tunnel:
             self._connected.set()
         return host
 
-    def _login(
-        self,
-        target: SSHTarget,
-        accept_new: bool,
-        hops: list[SSHTarget] | None = None,
-        deadline: float | None = None,
-    ) -> SSHHost:
-        from colabtunnel import connection
+    def _login(self, deadline: float) -> SSHHost:
+        """A new login to the profile's host, as a reconnect makes it: the host key must be
+        the known one (no first-use trust), the secrets that worked before are reused."""
+        from colabtunnel import connection, sshtarget
 
         login = connection.connect(
-            target,
+            sshtarget.resolve(self.profile),
             self.profile.name,
-            accept_new=accept_new,
+            accept_new=False,
             creds=self.creds,
-            hops=hops,
             deadline=deadline,
         )
         return SSHHost(login, self.profile.host)
@@ -436,12 +428,11 @@ class Tunnel:
         a script on the host), not the way to Jupyter."""
         import paramiko
 
-        from colabtunnel import sshtarget
         from colabtunnel.auth import LoginNeeded
         from colabtunnel.hostkeys import ChangedHostKey
 
         try:
-            host = self._login(sshtarget.resolve(self.profile), accept_new=False, deadline=deadline)
+            host = self._login(deadline)
             reach = self.reach
             if attach and self.opened is not None:  # the new login's way to Jupyter (a srun bridge)
                 try:
@@ -451,12 +442,8 @@ class Tunnel:
                     raise
             # Handed out together, and only now: a forwarded connection that pairs the new login
             # with the dropped one's way in (a dead bridge) would be refused.
-            old_reach, self.host, self.connection, self.reach = (
-                self.reach,
-                host,
-                host.connection,
-                reach,
-            )
+            old_reach = self.reach
+            self.host, self.connection, self.reach = host, host.connection, reach
             if old_reach is not None and old_reach is not reach:
                 old_reach.close()
             self._connected.set()
