@@ -52,7 +52,7 @@ def _secret_nowhere(env: Env, secret: str) -> None:
         for path in root.rglob("*"):
             if path.is_file() and path.name != "keyring.json":
                 assert secret not in path.read_text(errors="replace"), f"secret in {path}"
-    args = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    args = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert secret not in args
     for proc in psutil.process_iter(["cmdline"]):
         try:

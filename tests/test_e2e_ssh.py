@@ -112,7 +112,9 @@ def test_listeners_are_loopback_only(env: Env) -> None:
 def test_token_not_on_command_lines_or_in_logs(env: Env) -> None:
     _, port, token = up(env)
     assert run_probe(f"http://127.0.0.1:{port}/", token, execute=False).ok
-    args = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    args = subprocess.run(
+        ["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True
+    ).stdout
     assert token not in args
     assert "jupyter" in args
     assert env.sshd is not None

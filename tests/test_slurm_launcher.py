@@ -227,7 +227,7 @@ def test_the_token_is_nowhere_another_cluster_user_can_look(
         f"squeue -a -O {fields}",
         f"scontrol show job -dd {job}",
         f"scontrol show step {job}.0 2>&1; scontrol show job {job} --json 2>&1 | head -c 100000",
-        "ps -eo args",
+        "ps -ww -eo args",
         f"ls -la {session} 2>&1; cat {session}/* 2>&1",
         f"cat {session}/job.out 2>&1; cat {session}/token 2>&1",
     ]
@@ -235,7 +235,7 @@ def test_the_token_is_nowhere_another_cluster_user_can_look(
         seen = cluster.ssh(other, command, check=False)
         assert token not in seen.stdout + seen.stderr, command
     node_ps = subprocess.run(
-        cluster.on_node("ps", "-eo", "args"), capture_output=True, text=True, timeout=30
+        cluster.on_node("ps", "-ww", "-eo", "args"), capture_output=True, text=True, timeout=30
     )
     assert node_ps.returncode == 0 and "jupyter" in node_ps.stdout
     assert token not in node_ps.stdout
