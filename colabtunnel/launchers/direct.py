@@ -85,7 +85,9 @@ def start(
     )
     exports = [f"export {name}={remote.quote(value)}" for name, value in profile.env.items()]
     exports.append(f"export JUPYTER_TOKEN={remote.quote(token)}")
-    template = "".join(remote.text(name) for name in ("rundir.sh", "preamble.sh", "start.sh"))
+    template = "".join(
+        remote.text(name) for name in ("rundir.sh", "preamble.sh", "started.sh", "start.sh")
+    )
     template += remote.heredoc("wait.py", '"$CT_PID" __CT_PORT__ __CT_TIMEOUT__ __CT_REQUESTS__')
     script = remote.render(
         template,
@@ -151,7 +153,7 @@ def stop(host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
 
     The run directory says which process it is, so `handle` is not needed here."""
     script = remote.script(
-        "stop.sh", profile=remote.quote(profile.name), grace_ticks=STOP_GRACE_S * 10
+        "started.sh", "stop.sh", profile=remote.quote(profile.name), grace_ticks=STOP_GRACE_S * 10
     )
     data, _ = result(host, script, STOP_GRACE_S + INSPECT_TIMEOUT, "stopping Jupyter")
     return bool(data.get("was_running"))

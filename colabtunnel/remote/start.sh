@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Joined after the preamble. __CT_EXPORTS__ holds `export NAME=value` lines, the token among them:
+# Joined after the preamble and started.sh. __CT_EXPORTS__ holds `export NAME=value` lines, the token among them:
 # this text travels on the SSH channel's stdin only, never on a command line.
 __CT_EXPORTS__
 printf '%s' "$JUPYTER_TOKEN" >"$RUN_DIR/token"
@@ -13,4 +13,5 @@ if command -v setsid >/dev/null 2>&1; then CT_SETSID=setsid; else CT_SETSID=; se
 nohup $CT_SETSID "$JPATH" __CT_ARGS__ >>"$RUN_DIR/jupyter.log" 2>&1 </dev/null 9>&- &
 CT_PID=$!
 printf '%s\n' "$CT_PID" >"$RUN_DIR/jupyter.pid"
+ct_started "$CT_PID" >"$RUN_DIR/jupyter.started"
 exec 9>&-  # the pid is recorded: a stop may run now

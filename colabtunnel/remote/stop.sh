@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Joined after rundir.sh. Stops the server's process group and every descendant (kernels run in
+# Joined after rundir.sh and started.sh. Stops the server's process group and every descendant (kernels run in
 # sessions of their own), TERM then KILL, and removes the run directory (it holds the token).
 set -u
 ct_result() { printf '\n%s %s\n' "__COLABTUNNEL_RESULT__" "$1"; }
@@ -8,8 +8,15 @@ if [ -d "$RUN_DIR" ] && command -v flock >/dev/null 2>&1; then
   exec 9>>"$RUN_DIR/.lock"; flock -w 120 9
 fi
 PID=$(cat "$RUN_DIR/jupyter.pid" 2>/dev/null)
+STARTED=$(cat "$RUN_DIR/jupyter.started" 2>/dev/null)
+ours() {  # is $PID still the process start.sh launched?
+  kill -0 "$PID" 2>/dev/null || return 1
+  if [ -n "$STARTED" ]; then [ "$(ct_started "$PID")" = "$STARTED" ]; return; fi
+  # A run directory from before start times were recorded: its command line, never cut short.
+  ps -ww -p "$PID" -o args= 2>/dev/null | grep -q jupyter
+}
 case "$PID" in ''|*[!0-9]*) rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0;; esac
-if ! kill -0 "$PID" 2>/dev/null || ! ps -p "$PID" -o args= 2>/dev/null | grep -q jupyter; then
+if ! ours; then
   rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0
 fi
 tree() {
