@@ -4,6 +4,9 @@ sent to hosts is one self-contained script that old host Pythons can read."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +46,43 @@ def test_the_run_directory_is_defined_in_one_file() -> None:
     names = sorted(p.name for p in (remote.resources.files("colabtunnel.remote")).iterdir())
     defining = [n for n in names if n.endswith(".sh") and "RUN_DIR=" in remote.text(n)]
     assert defining == ["rundir.sh"]
+
+
+def _stop(home: Path, run_files: dict[str, str]) -> str:
+    """remote/stop.sh, run by bash as on a host, against a run directory holding `run_files`."""
+    run_dir = home / ".local" / "state" / "colabtunnel" / "p"
+    run_dir.mkdir(parents=True)
+    for name, text in run_files.items():
+        (run_dir / name).write_text(text)
+    script = remote.script("started.sh", "stop.sh", profile="p", grace_ticks=20)
+    environ = {"PATH": os.environ["PATH"], "HOME": str(home), "COLUMNS": "80"}
+    done = subprocess.run(
+        ["bash", "-s"], input=script, capture_output=True, text=True, env=environ, timeout=30
+    )
+    assert not run_dir.exists(), "the run directory (it holds the token) is left"
+    return done.stdout
+
+
+def test_stop_takes_a_pid_for_its_server_only_with_the_start_time_recorded(
+    tmp_path: Path,
+) -> None:
+    # A PID alone can name another process (reused after a reboot or a long uptime); no word in
+    # its command line may stand in for the check, since `ps` cuts command lines to $COLUMNS.
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        started = subprocess.run(
+            ["bash", "-c", remote.text("started.sh") + f"ct_started {other.pid}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert started.strip().isdigit()
+        reused = {"jupyter.pid": f"{other.pid}\n", "jupyter.started": "1\n"}
+        assert '"was_running": false' in _stop(tmp_path / "a", reused)
+        assert other.poll() is None, "stop killed a process that only had the server's old PID"
+        ours = {"jupyter.pid": f"{other.pid}\n", "jupyter.started": started}
+        assert '"was_running": true' in _stop(tmp_path / "b", ours)
+        assert other.wait(timeout=10) is not None
+    finally:
+        other.kill()
+        other.wait()
