@@ -168,10 +168,12 @@ class Collector:
             receiver == "output" or (receiver is None and module.name == "output.py")
         ):
             return 0
-        factory_module = module.name if receiver is None else f"{receiver}.py"
-        for key in ((module.name, name), (factory_module, name)):
-            if key in self.factories:
-                return self.factories[key]
+        if (module.name, name) in self.factories:
+            return self.factories[(module.name, name)]
+        if receiver is not None:  # `module.factory(...)`: the module's file, in whichever package
+            for (factory_module, factory), position in self.factories.items():
+                if factory == name and Path(factory_module).stem == receiver:
+                    return position
         return None
 
     def sites(self) -> Iterator[tuple[_Module, ast.Call, ast.expr]]:

@@ -1,0 +1,180 @@
+"""ProxyCommand: the first hop's byte stream from a command, run as ssh_config(5) says.
+
+`$SHELL -c "exec COMMAND"` with its stdin and stdout on one end of a socket pair, so paramiko
+gets a real socket (no relay thread). Its stderr goes, line by line, to the log (the keeper's
+log file in the background), and the last lines are kept for the error message when the command
+fails. Closing the socket ends the process: EOF first (`ssh -W` and most proxies exit on it), then
+TERM, then KILL, and it is always reaped, so reconnects leave no zombies and no open descriptors.
+
+paramiko's own ProxyCommand class was not used: it splits the line without a shell, never reads
+stderr (a chatty proxy blocks on a full pipe) and leaves a zombie on every close.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from colabtunnel.errors import ColabtunnelError
+from colabtunnel.redact import mask
+
+log = logging.getLogger("colabtunnel")
+
+EXIT_GRACE_S = 0.5  # after EOF, before TERM
+TERM_GRACE_S = 2.0  # after TERM, before KILL
+# Messages of proxies that wait for a person (a browser sign-in, an expired token, a prompt that
+# has no terminal): a reconnect that meets one becomes `needs-login`, not endless retries.
+_NEEDS_PERSON = re.compile(
+    r"https?://|browser|sign[ -]?in|log ?in|re-?auth|authenticat|expired|/dev/tty|"
+    r"passphrase|password|token",
+    re.IGNORECASE,
+)
+
+
+class ProxyFailed(ColabtunnelError):
+    """The ProxyCommand ended (or never spoke SSH) before a session could start."""
+
+    def __init__(self, message: str, hint: str, needs_person: bool) -> None:
+        super().__init__(message, hint)
+        self.needs_person = needs_person
+
+
+class ProxySocket(socket.socket):
+    """The local end of the socket pair; closing it stops and reaps the command.
+
+    paramiko closes the socket from its own (daemon) thread when a session dies: the first
+    close does the work, a second one (ours, from the thread that handles the failure) waits for
+    it, so the process is gone before that thread goes on (and before the program exits).
+    """
+
+    process: subprocess.Popen[bytes]
+    command: str
+    stderr_tail: collections.deque[str]
+    finishing: threading.Lock
+
+    def close(self) -> None:
+        super().close()
+        if getattr(self, "process", None) is None:
+            return
+        with self.finishing:
+            _finish(self.process)
+            _LIVE.discard(self.process)
+
+    def failure(self, waited_for: str) -> ProxyFailed:
+        """Why the command did not give an SSH session, from its exit status and stderr."""
+        code = self.process.poll()
+        if code is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(0.2)
+        time.sleep(0.05)  # the stderr reader may be a line behind the exit
+        last = self.stderr_tail[-1] if self.stderr_tail else ""
+        said = f": {last}" if last else " (it printed nothing on stderr)"
+        if code is None:
+            what = f"ProxyCommand `{mask(self.command)}` did not produce {waited_for}{said}"
+        else:
+            status = f"signal {-code}" if code < 0 else f"status {code}"
+            what = f"ProxyCommand `{mask(self.command)}` exited with {status}{said}"
+        needs_person = any(_NEEDS_PERSON.search(line) for line in self.stderr_tail)
+        hint = (
+            "it seems to wait for you to sign in: run its login (for example `aws sso login`, "
+            "`gcloud auth login`, `cloudflared access login HOST`), then `up` again"
+            if needs_person
+            else "run the command by hand to see why; its whole output is in the keeper's log"
+        )
+        return ProxyFailed(what, hint, needs_person)
+
+
+def start(command: str) -> ProxySocket:
+    """Run `command` through the user's shell with a socket pair as its stdin/stdout."""
+    if sys.platform == "win32":
+        raise ColabtunnelError(
+            "ProxyCommand is not supported on Windows yet",
+            hint="use ProxyJump (`jump` in the profile), which works everywhere",
+        )
+    ours, theirs = socket.socketpair()
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    try:
+        process = subprocess.Popen(
+            [shell, "-c", f"exec {command}"],
+            stdin=theirs.fileno(),
+            stdout=theirs.fileno(),
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,  # no terminal to read; the whole group can be stopped
+        )
+    except OSError as exc:
+        ours.close()
+        raise ColabtunnelError(
+            f"cannot run ProxyCommand through {shell}: {exc.strerror or exc}",
+            hint="check SHELL and the ProxyCommand line",
+        ) from exc
+    finally:
+        theirs.close()
+    sock = ProxySocket(fileno=ours.detach())
+    sock.finishing = threading.Lock()
+    _LIVE.add(process)
+    sock.process = process
+    sock.command = command
+    sock.stderr_tail = collections.deque(maxlen=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    threading.Thread(
+        target=_read_stderr, args=(process, sock.stderr_tail), name="proxy-stderr", daemon=True
+    ).start()
+    log.info("ProxyCommand started (pid %d): %s", process.pid, mask(command))
+    return sock
+
+
+def _read_stderr(process: subprocess.Popen[bytes], tail: collections.deque[str]) -> None:
+    assert process.stderr is not None
+    with process.stderr:
+        for raw in process.stderr:
+            line = mask(raw.decode(errors="replace").rstrip())
+            if line:
+                tail.append(line)
+                log.info("proxy: %s", line)
+
+
+def _finish(process: subprocess.Popen[bytes]) -> None:
+    """EOF has been sent (our end is closed): wait, TERM, KILL; always reap. Helpers the command
+    started in its session (its process group) are told to stop too."""
+    if process.returncode is not None:
+        return
+    try:
+        process.wait(EXIT_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+    _signal_group(process, signal.SIGTERM)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+# Proxies not yet reaped: a program that exits while one still runs (say, right after a failed
+# connection, while paramiko's thread is still closing it) must not leave it behind.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for process in list(_LIVE):
+        if process.poll() is None:
+            _signal_group(process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(1)

@@ -1,0 +1,94 @@
+"""OpenSSH's `~`, `%x` and `${ENV}` expansion of ssh_config values (ssh_config(5), TOKENS).
+
+`ssh -G` expands UserKnownHostsFile and IdentityAgent itself but prints IdentityFile,
+CertificateFile and ProxyCommand as written; those are expanded here, the way `ssh` expands them
+when it connects, so both config sources end in the same paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import sys
+
+from colabtunnel.errors import ConfigError
+
+_TOKEN_RE = re.compile(r"%(.?)", re.DOTALL)
+_ENV_RE = re.compile(r"\$\{([^}]*)\}")
+
+# What ProxyCommand accepts (ssh_config(5)): the other tokens are an error there.
+PROXY_COMMAND_TOKENS = ("h", "n", "p", "r")
+
+
+def connection_tokens(
+    *,
+    original_host: str,
+    hostname: str,
+    port: int,
+    user: str,
+    host_key_alias: str | None,
+    jump: str,
+) -> dict[str, str]:
+    """The tokens of one connection: %d %u %l %L %h %n %p %r %C %i %k %j."""
+    from colabtunnel.ssh.sshconfig import local_user, user_home
+
+    local_host = socket.gethostname()
+    short = local_host.split(".")[0]
+    # %C as OpenSSH 9.2 computes it: SHA-1 of %l%h%p%r in hex
+    digest = hashlib.sha1(f"{local_host}{hostname}{port}{user}".encode()).hexdigest()
+    return {
+        "d": str(user_home()),
+        "u": local_user(),
+        "l": local_host,
+        "L": short,
+        "h": hostname,
+        "n": original_host,
+        "p": str(port),
+        "r": user,
+        "C": digest,
+        "i": str(os.getuid()) if sys.platform != "win32" else "0",
+        "k": host_key_alias or original_host,
+        "j": jump,
+    }
+
+
+def expand(value: str, tokens: dict[str, str], origin: str) -> str:
+    """Replace the %X tokens of `value`; an unknown one is an error located at `origin`."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token == "%":
+            return "%"
+        if token in tokens:
+            return tokens[token]
+        known = ", ".join(f"%{t}" for t in ("%", *tokens))
+        raise ConfigError(f"{origin}: unknown token %{token} in '{value}'", hint=f"use {known}")
+
+    return _TOKEN_RE.sub(replace, value)
+
+
+def expand_tilde(value: str) -> str:
+    """`~` and `~/...` to the password-database home, as ssh does (not $HOME)."""
+    from colabtunnel.ssh.sshconfig import user_home
+
+    if value == "~" or value.startswith(("~/", "~" + os.sep)):
+        return str(user_home()) + value[1:]
+    return os.path.expanduser(value) if value.startswith("~") else value  # ~otheruser/...
+
+
+def expand_env(value: str, origin: str) -> str:
+    try:
+        return _ENV_RE.sub(lambda m: os.environ[m.group(1)], value)
+    except KeyError as exc:
+        raise ConfigError(
+            f"{origin}: environment variable {exc.args[0]} is not set",
+            hint="set it or remove ${...} from the value",
+        ) from exc
+
+
+def expand_path(value: str, tokens: dict[str, str], origin: str) -> str:
+    """`~`, then %-tokens and ${ENV}, as ssh expands IdentityFile; made absolute."""
+    value = expand_env(expand(expand_tilde(value), tokens, origin), origin)
+    return os.path.abspath(value)
