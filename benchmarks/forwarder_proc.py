@@ -3,8 +3,8 @@
     python -m benchmarks.forwarder_proc PROFILE REMOTE_PORT
 
 Resolves PROFILE (profiles.toml + ssh_config of the HOME/COLABTUNNEL_HOME it is given) with
-`colabtunnel.sshtarget.resolve`, logs in with `colabtunnel.connection.connect`, and serves
-`colabtunnel.forwarder.Forwarder` on a free 127.0.0.1 port forwarding to 127.0.0.1:REMOTE_PORT on
+`colabtunnel.ssh.sshtarget.resolve`, logs in with `colabtunnel.ssh.connection.connect`, and serves
+`colabtunnel.ssh.forwarder.Forwarder` on a free 127.0.0.1 port forwarding to 127.0.0.1:REMOTE_PORT on
 the host. Prints one JSON line ({"port": ..., "cipher": ...}) and serves until stdin closes or
 SIGTERM.
 
@@ -13,12 +13,12 @@ Experiments, in this process only (colabtunnel/ is not touched):
   BENCH_PACKET=64K    the max packet size it advertises (paramiko default 32K)
   BENCH_CIPHER=NAME   put this cipher first in paramiko's preference list
   BENCH_TUNE=0        colabtunnel's fixed window (no growth to the bandwidth-delay product)
-  BENCH_DIRECT=0      no direct delivery (colabtunnel/delivery.py): every byte from the server
+  BENCH_DIRECT=0      no direct delivery (colabtunnel/ssh/delivery.py): every byte from the server
                       goes through paramiko's buffer and the pump thread
   BENCH_HOPWINDOW=0   a jump host's channel (which carries the target's session) keeps
                       paramiko's fixed 2 MiB window
   BENCH_TRACE_WINDOW=1  log every window growth (time, channel, new window, rate) to stderr
-  BENCH_WINDOW_RULE=F:U:K  colabtunnel/window.py's FILLED, UNDERUSED, KEEP (U=0: never
+  BENCH_WINDOW_RULE=F:U:K  colabtunnel/ssh/window.py's FILLED, UNDERUSED, KEEP (U=0: never
                       takes a window back)
   BENCH_RAMP=NAME     another window growth: "rate"
                       (to 2 × rate × RTT, steps of 25 % or to the cap), "nocap" (issue 6's: the
@@ -136,7 +136,7 @@ def patch_pipe() -> None:
 def trace_window() -> None:
     import time
 
-    from colabtunnel import window
+    from colabtunnel.ssh import window
 
     adapt = window.TunedChannel._adapt
 
@@ -155,7 +155,7 @@ def trace_window() -> None:
 
 
 def patch_ramp(name: str) -> None:
-    from colabtunnel import window
+    from colabtunnel.ssh import window
 
     def rate_based(self: window.TunedChannel, rate: float, to_cap: bool) -> None:
         want = min(window.MAX_WINDOW, int(window.GROWTH * rate * self.rtt_s()))
@@ -179,12 +179,12 @@ def main() -> None:
     if os.environ.get("BENCH_RAMP"):
         patch_ramp(os.environ["BENCH_RAMP"])
     if os.environ.get("BENCH_WINDOW_RULE"):
-        from colabtunnel import window
+        from colabtunnel.ssh import window
 
         rule = os.environ["BENCH_WINDOW_RULE"].split(":")
         window.FILLED, window.UNDERUSED, window.KEEP = (float(x) for x in rule)
     if os.environ.get("BENCH_HOPWINDOW") == "0":
-        from colabtunnel import connection as connection_module
+        from colabtunnel.ssh import connection as connection_module
 
         walk = connection_module.walk
 
@@ -200,12 +200,13 @@ def main() -> None:
     if os.environ.get("BENCH_PIPE") == "fast":
         patch_pipe()
     if os.environ.get("BENCH_DIRECT") == "0":
-        from colabtunnel import delivery
+        from colabtunnel.ssh import delivery
 
         delivery.DONTWAIT = None
 
-    from colabtunnel import connection, forwarder, profiles, sshtarget
-    from colabtunnel.credentials import Credentials
+    from colabtunnel import profiles
+    from colabtunnel.ssh import connection, forwarder, sshtarget
+    from colabtunnel.ssh.credentials import Credentials
 
     profile = profiles.get_profile(profile_name)
     target = sshtarget.resolve(profile)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from colabtunnel.hosts import Host
+    from colabtunnel.ssh.hosts import Host
 
 HOST_CODE_PATH = Path(__file__).with_name("remote") / "gpu_query.py"
 RESULT_MARKER = "__COLABTUNNEL_RESULT__"

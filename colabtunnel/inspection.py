@@ -16,9 +16,9 @@ from colabtunnel import flavours, hostconfig, remote
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import Flavour
 from colabtunnel.gpus import GpuReport
-from colabtunnel.hosts import Host
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
+from colabtunnel.ssh.hosts import Host
 
 log = logging.getLogger("colabtunnel")
 

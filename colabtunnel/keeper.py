@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from colabtunnel import keeper_control, keeper_launch, paths, startup, state
-from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.logs import setup_file_logging
 from colabtunnel.output import confirm
+from colabtunnel.ssh.credentials import Credentials, Prompter
 from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 log = logging.getLogger("colabtunnel")

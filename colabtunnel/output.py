@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from colabtunnel.credentials import Prompter
+    from colabtunnel.ssh.credentials import Prompter
 
 JSON_SCHEMA_VERSION = 1
 

@@ -17,22 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from colabtunnel import (
-    forwarder,
-    hostconfig,
-    hosts,
-    inspection,
-    launchers,
-    manual_stop,
-    redact,
-    state,
-)
-from colabtunnel.connection import Connection
-from colabtunnel.credentials import Credentials
+from colabtunnel import hostconfig, inspection, launchers, manual_stop, redact, state
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import COLAB_ORIGIN, choose
-from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.profiles import Profile
+from colabtunnel.ssh import forwarder, hosts
+from colabtunnel.ssh.connection import Connection
+from colabtunnel.ssh.credentials import Credentials
+from colabtunnel.ssh.hosts import Host, SSHHost
 from colabtunnel.supervisor import Health, Supervisor
 
 log = logging.getLogger("colabtunnel")
@@ -262,7 +254,7 @@ class Tunnel:
     def _login(self, deadline: float) -> SSHHost:
         """A new login to the profile's host, as a reconnect makes it: the host key must be
         the known one (no first-use trust), the secrets that worked before are reused."""
-        from colabtunnel import connection, sshtarget
+        from colabtunnel.ssh import connection, sshtarget
 
         login = connection.connect(
             sshtarget.resolve(self.profile),
@@ -428,8 +420,8 @@ class Tunnel:
         a script on the host), not the way to Jupyter."""
         import paramiko
 
-        from colabtunnel.auth import LoginNeeded
-        from colabtunnel.hostkeys import ChangedHostKey
+        from colabtunnel.ssh.auth import LoginNeeded
+        from colabtunnel.ssh.hostkeys import ChangedHostKey
 
         try:
             host = self._login(deadline)

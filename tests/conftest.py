@@ -30,8 +30,8 @@ def point_passwd_home_at(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     `ssh`): OpenSSH takes ~ from there, not from $HOME, and both sides must read the same files.
 
     Child processes get it through nss_wrapper (tests/sshd.passwd_home_environ); this process's
-    lookups go through colabtunnel.sshconfig.user_home, patched here."""
-    from colabtunnel import sshconfig
+    lookups go through colabtunnel.ssh.sshconfig.user_home, patched here."""
+    from colabtunnel.ssh import sshconfig
 
     monkeypatch.setattr(sshconfig, "user_home", lambda: home)
     try:

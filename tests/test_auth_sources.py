@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from colabtunnel import connection, sshtarget
-from colabtunnel.auth import LoginFailed
-from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import Profile
+from colabtunnel.ssh import connection, sshtarget
+from colabtunnel.ssh.auth import LoginFailed
+from colabtunnel.ssh.credentials import Credentials
 from tests.conftest import Env
 from tests.sshd import Sshd, keygen, running_sshd, server_environ
 

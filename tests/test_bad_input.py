@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel import forwarder
+from colabtunnel.ssh import forwarder
 from tests.conftest import ACTIVATE, HOST_ALIAS, PROFILE, Env, leftover_processes, wait_for
 
 SETPRIV = shutil.which("setpriv")

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from colabtunnel import connection, sshtarget
-from colabtunnel.credentials import Credentials
-from colabtunnel.forwarder import Forwarder, bind_listener
 from colabtunnel.profiles import get_profile
-from colabtunnel.window import TunedChannel
+from colabtunnel.ssh import connection, sshtarget
+from colabtunnel.ssh.credentials import Credentials
+from colabtunnel.ssh.forwarder import Forwarder, bind_listener
+from colabtunnel.ssh.window import TunedChannel
 from tests.conftest import PROFILE, Env
 from tests.tcp_servers import TcpServer
 

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 from colabtunnel import hostconfig, inspection, remote
-from colabtunnel.connection import RunResult
 from colabtunnel.flavours import by_key
-from colabtunnel.hosts import LocalHost
 from colabtunnel.probe import FIXES, run_probe
 from colabtunnel.profiles import Profile
+from colabtunnel.ssh.connection import RunResult
+from colabtunnel.ssh.hosts import LocalHost
 from tests.browser import make_certificate
 from tests.fake_http import fake_server
 from tests.jupyter_helpers import running_jupyter

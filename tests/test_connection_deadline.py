@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from colabtunnel import connection, sshtarget
-from colabtunnel.credentials import Credentials
 from colabtunnel.profiles import Profile
+from colabtunnel.ssh import connection, sshtarget
+from colabtunnel.ssh.credentials import Credentials
 from tests.conftest import HOST_ALIAS, Env
 from tests.tcp_servers import TcpServer
 

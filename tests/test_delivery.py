@@ -1,4 +1,4 @@
-"""Direct delivery (colabtunnel/delivery.py) through a real sshd: small messages skip the pump
+"""Direct delivery (colabtunnel/ssh/delivery.py) through a real sshd: small messages skip the pump
 thread, a client that stops reading gets the rest through the buffer, in order, and the SSH window
 is granted back for bytes delivered either way (a transfer of several windows would stall if not).
 """
@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from colabtunnel import connection, delivery, sshtarget
-from colabtunnel.credentials import Credentials
-from colabtunnel.forwarder import Forwarder, bind_listener
 from colabtunnel.profiles import get_profile
-from colabtunnel.window import MIN_WINDOW, TunedChannel
+from colabtunnel.ssh import connection, delivery, sshtarget
+from colabtunnel.ssh.credentials import Credentials
+from colabtunnel.ssh.forwarder import Forwarder, bind_listener
+from colabtunnel.ssh.window import MIN_WINDOW, TunedChannel
 from tests.conftest import PROFILE, Env, wait_for
 from tests.tcp_servers import TcpServer
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from colabtunnel import forwarder
-from colabtunnel.forwarder import Forwarder, PortBusy
+from colabtunnel.ssh import forwarder
+from colabtunnel.ssh.forwarder import Forwarder, PortBusy
 from tests.tcp_servers import Handler, TcpServer
 
 

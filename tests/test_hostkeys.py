@@ -12,9 +12,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from colabtunnel import hostkeys
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.hostkeys import ChangedHostKey, UnknownHostKey
+from colabtunnel.ssh import hostkeys
+from colabtunnel.ssh.hostkeys import ChangedHostKey, UnknownHostKey
 
 pytestmark = pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="needs OpenSSH ssh-keygen")
 

@@ -222,9 +222,9 @@ def test_half_close_reaches_the_server_over_real_ssh(env: Env) -> None:
     """An immediate half-close over the path the keeper uses (colabtunnel's own connect to the
     real sshd, Connection.open_forward, the Forwarder): the server sees the request end, and its
     whole 8 MB answer arrives byte-exact."""
-    from colabtunnel import connection, sshtarget
-    from colabtunnel.forwarder import Forwarder, bind_listener
     from colabtunnel.profiles import get_profile
+    from colabtunnel.ssh import connection, sshtarget
+    from colabtunnel.ssh.forwarder import Forwarder, bind_listener
 
     answer = os.urandom(8 << 20)
     server = ReadToEofServer(answer)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from colabtunnel import paths, ssh_aliases
+from colabtunnel import paths
 from colabtunnel.commands.profiles import parse_choice
 from colabtunnel.profiles import load_profiles
+from colabtunnel.ssh import ssh_aliases
 from tests.test_profiles_command import _cli
 
 SSH_CONFIG = """\

@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel import connection, sshtarget
-from colabtunnel.credentials import Credentials
 from colabtunnel.profiles import Profile
+from colabtunnel.ssh import connection, sshtarget
+from colabtunnel.ssh.credentials import Credentials
 from tests.conftest import Env, wait_for
 
 # A relay in plain bash: fast to start, so a hundred connections take seconds, not minutes.

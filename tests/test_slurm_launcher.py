@@ -421,9 +421,9 @@ def test_the_srun_bridge_refuses_a_host_key_not_made_for_the_session(
 ) -> None:
     """The session's sshd is known by the key made for it: another key is refused before any
     login is offered (not trusted on first use)."""
-    from colabtunnel import nested_ssh
     from colabtunnel.errors import ColabtunnelError
     from colabtunnel.launchers import slurm
+    from colabtunnel.ssh import nested_ssh
 
     env, cluster = cluster_env
     _cluster_profile(env, cluster, "pinned", access="srun")

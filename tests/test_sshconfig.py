@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from colabtunnel import openssh, sshconfig
 from colabtunnel.errors import ConfigError
 from colabtunnel.profiles import LOCAL, Profile
-from colabtunnel.sshtarget import (
+from colabtunnel.ssh import openssh, sshconfig
+from colabtunnel.ssh.sshtarget import (
     DEFAULT_IDENTITY_FILES,
     SSHTarget,
     as_json,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from colabtunnel import openssh, sshconfig
-from colabtunnel.sshtarget import USED_KEYS, builtin_settings
+from colabtunnel.ssh import openssh, sshconfig
+from colabtunnel.ssh.sshtarget import USED_KEYS, builtin_settings
 from tests.conftest import Env
 
 SSH = openssh.client()

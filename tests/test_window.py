@@ -1,4 +1,4 @@
-"""The window that follows the link (colabtunnel/window.py), on real channels of a real sshd.
+"""The window that follows the link (colabtunnel/ssh/window.py), on real channels of a real sshd.
 
 Each decision is driven with a given rate and round trip (the rule is what is tested, not the
 clock); the sshd proves each grant arrived by sending that much more than the old window
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from colabtunnel import connection, sshtarget
-from colabtunnel.credentials import Credentials
 from colabtunnel.profiles import get_profile
-from colabtunnel.window import MAX_WINDOW, MIN_WINDOW, TunedChannel
+from colabtunnel.ssh import connection, sshtarget
+from colabtunnel.ssh.credentials import Credentials
+from colabtunnel.ssh.window import MAX_WINDOW, MIN_WINDOW, TunedChannel
 from tests.conftest import HOST_ALIAS, PROFILE, Env, wait_for
 from tests.sshd import running_sshd
 from tests.tcp_servers import TcpServer

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from colabtunnel import hostconfig, inspection, launchers, state
-from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, SKIP, WARN, Finding
 from colabtunnel.flavours import Flavour, choose
 from colabtunnel.gpus import GpuReport
-from colabtunnel.hosts import Host, LocalHost, SSHHost
 from colabtunnel.profiles import Profile, get_profile
+from colabtunnel.ssh.credentials import Credentials, Prompter
+from colabtunnel.ssh.hosts import Host, LocalHost, SSHHost
 from colabtunnel.tunnel import local_jupyter
 
 
@@ -76,8 +76,8 @@ def _step(add: Callable[[Finding], None], name: str, run: Callable[[], str]) -> 
 
 def _ssh_checks(profile: Profile, add: Callable[[Finding], None], prompter: Prompter | None) -> Any:
     """reachable → host-key → auth, across every jump host; the failing step is named."""
-    from colabtunnel import connection, hostkeys, sshtarget
-    from colabtunnel.auth import LoginFailed
+    from colabtunnel.ssh import connection, hostkeys, sshtarget
+    from colabtunnel.ssh.auth import LoginFailed
 
     try:
         target = sshtarget.resolve(profile)

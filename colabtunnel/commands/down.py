@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from colabtunnel import hosts, keeper, launchers, manual_stop, state
-from colabtunnel.credentials import Credentials, Prompter
+from colabtunnel import keeper, launchers, manual_stop, state
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
+from colabtunnel.ssh import hosts
+from colabtunnel.ssh.credentials import Credentials, Prompter
 from colabtunnel.tunnel import Reporter
 
 KEEPER_EXIT_S = keeper.STOP_WAIT_S
@@ -53,7 +54,7 @@ def _down_one(name: str, reporter: Reporter, prompter: Prompter | None) -> DownR
 def _stop_remote_directly(
     record: state.Record, reporter: Reporter, prompter: Prompter | None
 ) -> str | None:
-    from colabtunnel.hostkeys import ChangedHostKey
+    from colabtunnel.ssh.hostkeys import ChangedHostKey
 
     name = record.profile
     profile = get_profile(name)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from colabtunnel import hosts, launchers, redact, state
-from colabtunnel.credentials import Credentials, Prompter
+from colabtunnel import launchers, redact, state
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
+from colabtunnel.ssh import hosts
+from colabtunnel.ssh.credentials import Credentials, Prompter
 from colabtunnel.tunnel import Reporter, local_jupyter
 
 

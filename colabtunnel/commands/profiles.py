@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colabtunnel import paths, ssh_aliases
+from colabtunnel import paths
 from colabtunnel.errors import ConfigError
 from colabtunnel.profiles import LOCAL, Profile, get_profile, load_profiles, valid_name
+from colabtunnel.ssh import ssh_aliases
 
 Ask = Callable[[str], str | None]  # a question → the answer, or None when nobody can answer
 
@@ -44,7 +45,7 @@ class Route:
 
 def route(profile: Profile) -> Route | None:
     """The resolved SSH route of `profile` (None for one that runs on this machine)."""
-    from colabtunnel import sshtarget
+    from colabtunnel.ssh import sshtarget
 
     if profile.is_local:
         return None

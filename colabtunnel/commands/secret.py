@@ -3,9 +3,9 @@ the OS keyring (service `colabtunnel`), never in profiles.toml."""
 
 from __future__ import annotations
 
-from colabtunnel import credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import get_profile
+from colabtunnel.ssh import credentials
 
 
 def kind_of(passphrase: bool) -> str:

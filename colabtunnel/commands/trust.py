@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from colabtunnel import hostkeys
-from colabtunnel.credentials import Credentials, Prompter
 from colabtunnel.errors import ColabtunnelError, ConfigError
 from colabtunnel.profiles import get_profile
+from colabtunnel.ssh import hostkeys
+from colabtunnel.ssh.credentials import Credentials, Prompter
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TrustedKey:
 def trust(
     profile_name: str, confirm: Callable[[str], bool], prompter: Prompter | None = None
 ) -> list[TrustedKey]:
-    from colabtunnel import connection, sshtarget
+    from colabtunnel.ssh import connection, sshtarget
 
     profile = get_profile(profile_name)
     if profile.is_local:

@@ -18,7 +18,7 @@ from colabtunnel.state import HANDED_OVER
 # The tunnel's machinery is imported where a tunnel is started: `up` on a tunnel that is up
 # answers from the state record alone, and fast (issue 14: 0.15 s).
 if TYPE_CHECKING:
-    from colabtunnel.credentials import Prompter
+    from colabtunnel.ssh.credentials import Prompter
     from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 LOCK_MARGIN_S = 60.0
@@ -92,9 +92,9 @@ def up_foreground(
 ) -> None:
     """Run the tunnel in this process until Ctrl-C or SIGTERM, then tear both ends down."""
     from colabtunnel import keeper, startup
-    from colabtunnel.credentials import Credentials
     from colabtunnel.logs import setup_file_logging
     from colabtunnel.output import confirm
+    from colabtunnel.ssh.credentials import Credentials
     from colabtunnel.tunnel import Tunnel
 
     name = request.name

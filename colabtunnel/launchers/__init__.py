@@ -23,11 +23,11 @@ from colabtunnel.gpus import GpuReport
 
 if TYPE_CHECKING:
     from colabtunnel import state
-    from colabtunnel.credentials import Credentials
     from colabtunnel.flavours import Flavour
-    from colabtunnel.hosts import Host
     from colabtunnel.inspection import HostInfo
     from colabtunnel.profiles import Profile
+    from colabtunnel.ssh.credentials import Credentials
+    from colabtunnel.ssh.hosts import Host
 
 __all__ = [
     "ConnectionReach",
@@ -105,8 +105,8 @@ class ConnectionReach:
         self.owned = owned  # a session of its own (a node's): closed with this reach
 
     def open(self, endpoint: tuple[str, int], origin: tuple[str, int]) -> Any:
-        from colabtunnel.connection import CONNECT_TIMEOUT
-        from colabtunnel.window import TunedChannel
+        from colabtunnel.ssh.connection import CONNECT_TIMEOUT
+        from colabtunnel.ssh.window import TunedChannel
 
         channel = self.transport.open_channel(
             "direct-tcpip", endpoint, origin, timeout=CONNECT_TIMEOUT

@@ -14,11 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from colabtunnel import diagnoses, flavours, forwarder, hostconfig, probe, remote
-from colabtunnel.credentials import Credentials
+from colabtunnel import diagnoses, flavours, hostconfig, probe, remote
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.flavours import COLAB_ORIGIN, Flavour
-from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.inspection import (
     INSPECT_TIMEOUT,
     HostInfo,
@@ -37,6 +35,9 @@ from colabtunnel.launchers import (
 )
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask
+from colabtunnel.ssh import forwarder
+from colabtunnel.ssh.credentials import Credentials
+from colabtunnel.ssh.hosts import Host, SSHHost
 
 log = logging.getLogger("colabtunnel")
 

@@ -25,19 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from colabtunnel import flavours, hostconfig, paths, remote
-from colabtunnel.connection import RunResult
-from colabtunnel.credentials import Credentials
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, WARN, Finding
 from colabtunnel.flavours import Flavour
 from colabtunnel.gpus import GpuReport
-from colabtunnel.hosts import Host, SSHHost
 from colabtunnel.inspection import INSPECT_TIMEOUT, HostInfo
 from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server, stream_masked
 from colabtunnel.launchers import slurm_queue as queue
 from colabtunnel.launchers.slurm_settings import SlurmSettings
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
+from colabtunnel.ssh.connection import RunResult
+from colabtunnel.ssh.credentials import Credentials
+from colabtunnel.ssh.hosts import Host, SSHHost
 
 log = logging.getLogger("colabtunnel")
 
@@ -177,7 +177,7 @@ def start(
 ) -> Server:
     """Submit the job, wait in the queue, wait for Jupyter in the job: the Server, or an error
     that says why (the job is cancelled then, nothing is left on the cluster)."""
-    from colabtunnel.nested_ssh import SessionKeys
+    from colabtunnel.ssh.nested_ssh import SessionKeys
 
     settings = _settings(profile)
     keys = SessionKeys.generate() if settings.access in ("auto", "srun") else None
@@ -428,7 +428,7 @@ def _remember_access(profile: Profile, mode: str) -> None:
 def _node_session(
     mode: str, host: SSHHost, profile: Profile, server: Server, creds: Credentials
 ) -> Any:
-    from colabtunnel import hostkeys, nested_ssh, sshtarget
+    from colabtunnel.ssh import hostkeys, nested_ssh, sshtarget
 
     connection = host.connection
     node = str(server.handle.get("node") or "")
