@@ -270,7 +270,7 @@ def jupyter_own_startup(world: World, timeout: float = 120) -> OwnStartup:
     """Jupyter's own start-up on this machine (the host), with colabtunnel's flags: seconds from
     starting `jupyter <flavour>` to /api answering, then for its first kernel to run a line of
     code (what `up` proves before it prints the URL)."""
-    from colabtunnel import flavours
+    from colabtunnel.jupyter import flavours
 
     versions = {}
     for package in ("notebook", "jupyterlab", "jupyter_server", "ipykernel"):
@@ -321,7 +321,7 @@ def first_kernel_runs(port: int, token: str, timeout: float) -> None:
     import requests
     import websocket
 
-    from colabtunnel.probe import execute_request
+    from colabtunnel.jupyter.probe import execute_request
 
     base = f"http://127.0.0.1:{port}/api/kernels"
     kernel = requests.post(base, params={"token": token}, json={}, timeout=timeout).json()["id"]

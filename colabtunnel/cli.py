@@ -138,7 +138,7 @@ def up(
 
 
 def _render_up(record: Any, *, reused: bool, json_out: bool, handoff: _Handoff) -> None:
-    from colabtunnel.gpus import GpuReport
+    from colabtunnel.jupyter.gpus import GpuReport
 
     gpus = GpuReport.from_json(record.gpu_report)
     if json_out:

@@ -72,7 +72,7 @@ def tunnel_handlers(tunnel: Tunnel) -> dict[str, Handler]:
     """What a keeper holding `tunnel` can answer."""
 
     def gpu_use() -> dict[str, Any]:
-        from colabtunnel import gpus
+        from colabtunnel.jupyter import gpus
 
         info, host = tunnel.host_info, tunnel.host
         if info is None or host is None:

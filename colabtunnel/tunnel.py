@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from colabtunnel import hostconfig, inspection, launchers, manual_stop, redact, state
+from colabtunnel import launchers, manual_stop, redact, state
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import COLAB_ORIGIN, choose
+from colabtunnel.jupyter import hostconfig, inspection
+from colabtunnel.jupyter.flavours import COLAB_ORIGIN, choose
 from colabtunnel.profiles import Profile
 from colabtunnel.ssh import forwarder, hosts
 from colabtunnel.ssh.connection import Connection
@@ -72,7 +73,7 @@ class _Progress:
     def started(self) -> None:
         self.tunnel._started_remote = True
         if self.tunnel.options.probe:
-            from colabtunnel import probe
+            from colabtunnel.jupyter import probe
 
             probe.preload()  # while Jupyter starts, this process only waits
 
@@ -327,7 +328,7 @@ class Tunnel:
                     time.sleep(REPLACEMENT_POLL_S)
 
     def _probe(self, local_port: int, server: launchers.Server) -> None:
-        from colabtunnel import probe
+        from colabtunnel.jupyter import probe
 
         self.reporter.step("checking it the way Colab's page will use it")
         url, timeout = f"http://127.0.0.1:{local_port}/", min(self.options.timeout, 60)

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from colabtunnel.probe import COLAB_ORIGIN, _Execution, execute_request
+from colabtunnel.jupyter.probe import COLAB_ORIGIN, _Execution, execute_request
 from tests.conftest import PROFILE, Env
 from tests.tcp_servers import TcpServer
 

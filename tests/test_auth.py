@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel.probe import run_probe
+from colabtunnel.jupyter.probe import run_probe
 from tests.auth_servers import (
     OTP_INSTRUCTIONS,
     OTP_PROMPT,

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from colabtunnel import hostconfig, inspection, remote
-from colabtunnel.flavours import by_key
-from colabtunnel.probe import FIXES, run_probe
+from colabtunnel import remote
+from colabtunnel.jupyter import hostconfig, inspection
+from colabtunnel.jupyter.flavours import by_key
+from colabtunnel.jupyter.probe import FIXES, run_probe
 from colabtunnel.profiles import Profile
 from colabtunnel.ssh.connection import RunResult
 from colabtunnel.ssh.hosts import LocalHost

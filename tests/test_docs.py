@@ -36,7 +36,10 @@ PROFILES_REFERENCE = "## Profiles reference"
 # (file, function) whose message is another error's, passed on: why each is not a new message.
 RELAYS = {
     ("keeper.py", "_relay"): "the keeper's own error, sent over the pipe and raised again in `up`",
-    ("ssh/proxycommand.py", "__init__"): "ProxyFailed carries the message ProxySocket.failure builds",
+    (
+        "ssh/proxycommand.py",
+        "__init__",
+    ): "ProxyFailed carries the message ProxySocket.failure builds",
     ("usage_errors.py", "render"): "click's own words for a usage error (README: Installation and "
     "the command line)",
 }

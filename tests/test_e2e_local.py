@@ -7,7 +7,7 @@ import socket
 
 import psutil
 
-from colabtunnel.probe import run_probe
+from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import Env, command_of, leftover_processes, wait_for
 
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from colabtunnel.probe import run_probe
+from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import ACTIVATE as ACTIVATE_LINE
 from tests.conftest import PROFILE, Env, command_of, jupyters_under, leftover_processes, wait_for
 from tests.sshd import running_sshd

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from colabtunnel.probe import ProbeReport, run_probe
+from colabtunnel.jupyter.probe import ProbeReport, run_probe
 from tests import flavour_venvs
 from tests.conftest import Env, command_of, leftover_processes, wait_for
 from tests.flavour_venvs import FLAVOURS, MATRIX, python_of

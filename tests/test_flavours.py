@@ -7,7 +7,7 @@ import json
 import pytest
 
 from colabtunnel.errors import ColabtunnelError, ConfigError
-from colabtunnel.flavours import (
+from colabtunnel.jupyter.flavours import (
     COLAB_ORIGIN,
     FLAVOURS,
     by_key,

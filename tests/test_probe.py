@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from colabtunnel.probe import (
+from colabtunnel.jupyter.probe import (
     COLAB_ORIGIN,
     FIXES,
     HOST_SIDE,

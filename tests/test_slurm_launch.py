@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import requests
 
-from colabtunnel import flavours, redact
+from colabtunnel import redact
+from colabtunnel.jupyter import flavours
 from tests.conftest import VENV_BIN, wait_for
 
 LAUNCHER = Path(__file__).resolve().parent.parent / "colabtunnel" / "remote" / "slurm_launch.py"

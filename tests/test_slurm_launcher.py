@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel.probe import run_probe
+from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import Env, leftover_processes, wait_for
 from tests.slurm_cluster import SlurmCluster
 from tests.tunnel_helpers import Kernel

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from colabtunnel.probe import run_probe
+from colabtunnel.jupyter.probe import run_probe
 from tests.auth_servers import JumpChain, _start_sshd, _stop, jump_chain, require_root
 from tests.conftest import ACTIVATE, Env, leftover_processes, wait_for
 from tests.sshd import Sshd, keygen, running_sshd

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from colabtunnel import hostconfig, inspection, launchers, state
+from colabtunnel import launchers, state
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, SKIP, WARN, Finding
-from colabtunnel.flavours import Flavour, choose
-from colabtunnel.gpus import GpuReport
+from colabtunnel.jupyter import hostconfig, inspection
+from colabtunnel.jupyter.flavours import Flavour, choose
+from colabtunnel.jupyter.gpus import GpuReport
 from colabtunnel.profiles import Profile, get_profile
 from colabtunnel.ssh.credentials import Credentials, Prompter
 from colabtunnel.ssh.hosts import Host, LocalHost, SSHHost
@@ -186,7 +187,7 @@ def _probe_checks(name: str, add: Callable[[Finding], None]) -> None:
     if record is None:
         add(Finding("colab-probe", SKIP, "the tunnel is not up; `up` runs the Colab check itself"))
         return
-    from colabtunnel import probe
+    from colabtunnel.jupyter import probe
 
     report = probe.run_probe(f"http://127.0.0.1:{record.local_port}/", record.token)
     for check in report.checks:

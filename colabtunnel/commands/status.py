@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colabtunnel import state
-from colabtunnel.gpus import GpuReport
+from colabtunnel.jupyter.gpus import GpuReport
 
 
 def status(name: str | None = None) -> list[state.Record]:

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from colabtunnel.errors import ConfigError
 from colabtunnel.findings import Finding
-from colabtunnel.gpus import GpuReport
+from colabtunnel.jupyter.gpus import GpuReport
 
 if TYPE_CHECKING:
     from colabtunnel import state
-    from colabtunnel.flavours import Flavour
-    from colabtunnel.inspection import HostInfo
+    from colabtunnel.jupyter.flavours import Flavour
+    from colabtunnel.jupyter.inspection import HostInfo
     from colabtunnel.profiles import Profile
     from colabtunnel.ssh.credentials import Credentials
     from colabtunnel.ssh.hosts import Host

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from colabtunnel import diagnoses, flavours, hostconfig, probe, remote
+from colabtunnel import remote
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import COLAB_ORIGIN, Flavour
-from colabtunnel.inspection import (
+from colabtunnel.jupyter import diagnoses, flavours, hostconfig, probe
+from colabtunnel.jupyter.flavours import COLAB_ORIGIN, Flavour
+from colabtunnel.jupyter.inspection import (
     INSPECT_TIMEOUT,
     HostInfo,
     preamble_values,

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from colabtunnel import flavours, hostconfig, paths, remote
+from colabtunnel import paths, remote
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, WARN, Finding
-from colabtunnel.flavours import Flavour
-from colabtunnel.gpus import GpuReport
-from colabtunnel.inspection import INSPECT_TIMEOUT, HostInfo
+from colabtunnel.jupyter import flavours, hostconfig
+from colabtunnel.jupyter.flavours import Flavour
+from colabtunnel.jupyter.gpus import GpuReport
+from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo
 from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server, stream_masked
 from colabtunnel.launchers import slurm_queue as queue
 from colabtunnel.launchers.slurm_settings import SlurmSettings

@@ -12,10 +12,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from colabtunnel import flavours, hostconfig, remote
+from colabtunnel import remote
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import Flavour
-from colabtunnel.gpus import GpuReport
+from colabtunnel.jupyter import flavours, hostconfig
+from colabtunnel.jupyter.flavours import Flavour
+from colabtunnel.jupyter.gpus import GpuReport
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
 from colabtunnel.ssh.hosts import Host

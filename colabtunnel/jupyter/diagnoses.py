@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from colabtunnel import flavours
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import Flavour
+from colabtunnel.jupyter import flavours
+from colabtunnel.jupyter.flavours import Flavour
 from colabtunnel.profiles import Profile
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.flavours import OVERRIDES, Flavour, Override, shown_flag
+from colabtunnel.jupyter.flavours import OVERRIDES, Flavour, Override, shown_flag
 
 # What the host's scan looks for: every class any flavour takes these settings from.
 WATCHED_SECTIONS = ("ServerApp", "NotebookApp", "IdentityProvider")
