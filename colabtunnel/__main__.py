@@ -34,10 +34,10 @@ def main() -> None:
     if problem is not None:
         _fail(problem)
     try:
-        from colabtunnel import keeper_launch
+        from colabtunnel.keeper import launch as keeper_launch
     except ImportError as exc:  # our files partly overwritten by the other package
         _fail(_incomplete(exc))
-    # Before the CLI's own imports, so the keeper's imports overlap them (keeper_launch.py).
+    # Before the CLI's own imports, so the keeper's imports overlap them (keeper/launch.py).
     keeper_launch.start_early(sys.argv[1:])
     try:
         try:

@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 import colabtunnel
-from colabtunnel import paths, state
+from colabtunnel import paths
+from colabtunnel.keeper import state
 
 HEAVY = ("paramiko", "keyring", "requests", "websocket")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel import state
+from colabtunnel.keeper import state
 from tests.conftest import Env
 
 CAT = shutil.which("cat")  # the fakes may run with only their own directory on PATH

@@ -35,7 +35,10 @@ PROFILES_REFERENCE = "## Profiles reference"
 
 # (file, function) whose message is another error's, passed on: why each is not a new message.
 RELAYS = {
-    ("keeper.py", "_relay"): "the keeper's own error, sent over the pipe and raised again in `up`",
+    (
+        "keeper/process.py",
+        "_relay",
+    ): "the keeper's own error, sent over the pipe and raised again in `up`",
     (
         "ssh/proxycommand.py",
         "__init__",

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel import keeper_control
+from colabtunnel.keeper import control as keeper_control
 from tests.conftest import ACTIVATE, HOST_ALIAS, PROFILE, Env, wait_for
 
 HOST_CODE = Path(__file__).resolve().parent.parent / "colabtunnel" / "remote" / "gpu_query.py"

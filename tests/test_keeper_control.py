@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from colabtunnel import keeper_control, paths
+from colabtunnel import paths
+from colabtunnel.keeper import control as keeper_control
 
 
 def _serving(profile: str, handlers: dict) -> object:

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from colabtunnel import keeper_launch, state
-from colabtunnel.keeper_launch import profile_of, wants_keeper
+from colabtunnel.keeper import launch as keeper_launch
+from colabtunnel.keeper import state
+from colabtunnel.keeper.launch import profile_of, wants_keeper
 from tests.conftest import Env, leftover_processes
 from tests.tunnel_helpers import keepers
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from colabtunnel import keeper, state
+from colabtunnel.keeper import process as keeper
+from colabtunnel.keeper import state
 
 
 class LockWindowTunnel:
@@ -105,7 +106,7 @@ class StartUpLockWindowTunnel:
 def test_a_signal_during_start_up_never_lands_inside_it_and_the_clean_up_runs(
     restore_handlers: None, signum: int
 ) -> None:
-    from colabtunnel import startup
+    from colabtunnel.keeper import startup
 
     saved = signal.getsignal(signal.SIGINT)
     tunnel = StartUpLockWindowTunnel(signum)

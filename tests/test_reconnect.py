@@ -20,9 +20,9 @@ import pytest
 
 from colabtunnel import launchers
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.keeper.tunnel import Opened, Tunnel, UpOptions
 from colabtunnel.output import Progress
 from colabtunnel.profiles import get_profile
-from colabtunnel.tunnel import Opened, Tunnel, UpOptions
 from tests.conftest import PROFILE, Env
 from tests.tcp_servers import TcpServer
 

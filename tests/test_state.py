@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from colabtunnel import paths, state
+from colabtunnel import paths
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.keeper import state
 
 TOKEN = "tok_" + "A" * 40
 
@@ -252,7 +253,7 @@ def test_live_absent_is_none() -> None:
 
 HOLDER = """
 import sys, time
-from colabtunnel import state
+from colabtunnel.keeper import state
 with state.lock(sys.argv[1], 5):
     print("held", flush=True)
     sys.stdin.readline()

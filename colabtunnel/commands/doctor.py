@@ -10,16 +10,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from colabtunnel import launchers, state
+from colabtunnel import launchers
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, SKIP, WARN, Finding
 from colabtunnel.jupyter import hostconfig, inspection
 from colabtunnel.jupyter.flavours import Flavour, choose
 from colabtunnel.jupyter.gpus import GpuReport
+from colabtunnel.keeper import state
+from colabtunnel.keeper.tunnel import local_jupyter
 from colabtunnel.profiles import Profile, get_profile
 from colabtunnel.ssh.credentials import Credentials, Prompter
 from colabtunnel.ssh.hosts import Host, LocalHost, SSHHost
-from colabtunnel.tunnel import local_jupyter
 
 
 @dataclass

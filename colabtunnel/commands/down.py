@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from colabtunnel import keeper, launchers, manual_stop, state
+from colabtunnel import launchers
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.keeper import manual_stop, state
+from colabtunnel.keeper import process as keeper
+from colabtunnel.keeper.tunnel import Reporter
 from colabtunnel.profiles import get_profile
 from colabtunnel.ssh import hosts
 from colabtunnel.ssh.credentials import Credentials, Prompter
-from colabtunnel.tunnel import Reporter
 
 KEEPER_EXIT_S = keeper.STOP_WAIT_S
 

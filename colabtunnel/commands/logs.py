@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from colabtunnel import launchers, redact, state
+from colabtunnel import launchers, redact
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.keeper import state
+from colabtunnel.keeper.tunnel import Reporter, local_jupyter
 from colabtunnel.profiles import get_profile
 from colabtunnel.ssh import hosts
 from colabtunnel.ssh.credentials import Credentials, Prompter
-from colabtunnel.tunnel import Reporter, local_jupyter
 
 
 def logs(

@@ -10,8 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from colabtunnel import state
 from colabtunnel.jupyter.gpus import GpuReport
+from colabtunnel.keeper import state
 
 
 def status(name: str | None = None) -> list[state.Record]:
@@ -63,7 +63,7 @@ JOB_ASK_S = 9.0  # the login node gives squeue 5 s, then it is "scheduler unreac
 def job_details(records: list[state.Record]) -> dict[str, dict[str, Any]]:
     """For tunnels whose launcher has more to say (a Slurm job): what its keeper sees now, asked
     in parallel; a keeper that cannot answer gives `problem` instead."""
-    from colabtunnel import keeper_control
+    from colabtunnel.keeper import control as keeper_control
 
     found: dict[str, dict[str, Any]] = {}
 
@@ -105,7 +105,7 @@ def job_lines(details: dict[str, Any]) -> list[str]:
 
 
 def _ask_keeper(profile: str) -> GpuUse:
-    from colabtunnel import keeper_control
+    from colabtunnel.keeper import control as keeper_control
 
     try:
         answer = keeper_control.ask(profile, "gpus")

@@ -10,16 +10,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from colabtunnel import state
 from colabtunnel.errors import EXIT_INTERRUPTED, ColabtunnelError, ConfigError
+from colabtunnel.keeper import state
+from colabtunnel.keeper.state import HANDED_OVER
 from colabtunnel.profiles import get_profile, with_overrides
-from colabtunnel.state import HANDED_OVER
 
 # The tunnel's machinery is imported where a tunnel is started: `up` on a tunnel that is up
 # answers from the state record alone, and fast (issue 14: 0.15 s).
 if TYPE_CHECKING:
+    from colabtunnel.keeper.tunnel import Reporter, Tunnel, UpOptions
     from colabtunnel.ssh.credentials import Prompter
-    from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 LOCK_MARGIN_S = 60.0
 
@@ -40,7 +40,7 @@ class UpRequest:
                 )
 
     def options(self, previous: state.Record | None) -> UpOptions:
-        from colabtunnel.tunnel import UpOptions
+        from colabtunnel.keeper.tunnel import UpOptions
 
         return UpOptions(
             accept_new=self.accept_new,
@@ -65,7 +65,7 @@ def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpR
         running = state.live(name)
         if running is not None and state.reusable(running):
             return UpResult(running, reused=True)
-        from colabtunnel import keeper
+        from colabtunnel.keeper import process as keeper
 
         if running is not None and running.health in HANDED_OVER:
             # Its keeper cannot log in again by itself (a one-time code; a host key that changed
@@ -91,11 +91,12 @@ def up_foreground(
     on_ready: Callable[[state.Record], None],
 ) -> None:
     """Run the tunnel in this process until Ctrl-C or SIGTERM, then tear both ends down."""
-    from colabtunnel import keeper, startup
+    from colabtunnel.keeper import process as keeper
+    from colabtunnel.keeper import startup
+    from colabtunnel.keeper.tunnel import Tunnel
     from colabtunnel.logs import setup_file_logging
     from colabtunnel.output import confirm
     from colabtunnel.ssh.credentials import Credentials
-    from colabtunnel.tunnel import Tunnel
 
     name = request.name
     request.check()
@@ -138,7 +139,9 @@ def _serve_foreground(
     reporter: Reporter,
     on_ready: Callable[[state.Record], None],
 ) -> None:
-    from colabtunnel import keeper, keeper_control, startup
+    from colabtunnel.keeper import control as keeper_control
+    from colabtunnel.keeper import process as keeper
+    from colabtunnel.keeper import startup
 
     # While serving, Ctrl-C and SIGTERM only end the serve loop: raised as KeyboardInterrupt they
     # could land inside paramiko between a lock's acquire() and its try, and the clean-up (the STOP

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from colabtunnel import state
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.keeper import state
 
 
 def url(name: str) -> str:

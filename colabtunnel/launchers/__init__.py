@@ -22,9 +22,9 @@ from colabtunnel.findings import Finding
 from colabtunnel.jupyter.gpus import GpuReport
 
 if TYPE_CHECKING:
-    from colabtunnel import state
     from colabtunnel.jupyter.flavours import Flavour
     from colabtunnel.jupyter.inspection import HostInfo
+    from colabtunnel.keeper import state
     from colabtunnel.profiles import Profile
     from colabtunnel.ssh.credentials import Credentials
     from colabtunnel.ssh.hosts import Host

@@ -21,12 +21,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from colabtunnel import keeper_control, keeper_launch, paths, startup, state
+from colabtunnel import paths
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
+from colabtunnel.keeper import control as keeper_control
+from colabtunnel.keeper import launch as keeper_launch
+from colabtunnel.keeper import startup, state
+from colabtunnel.keeper.tunnel import Reporter, Tunnel, UpOptions
 from colabtunnel.logs import setup_file_logging
 from colabtunnel.output import confirm
 from colabtunnel.ssh.credentials import Credentials, Prompter
-from colabtunnel.tunnel import Reporter, Tunnel, UpOptions
 
 log = logging.getLogger("colabtunnel")
 
@@ -349,7 +352,3 @@ def _serve(tunnel: Tunnel, record: state.Record, signals: _ServeSignals | None =
             else:
                 state.remove(record.profile)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from colabtunnel import paths
 
 if TYPE_CHECKING:
-    from colabtunnel.tunnel import Tunnel
+    from colabtunnel.keeper.tunnel import Tunnel
 
 log = logging.getLogger("colabtunnel")
 

@@ -74,7 +74,7 @@ def _already_up(argv: list[str]) -> bool:
     name = profile_of(argv)
     if name is None:
         return False
-    from colabtunnel import state
+    from colabtunnel.keeper import state
 
     try:
         record = state.peek(name)

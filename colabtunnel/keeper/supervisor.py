@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from colabtunnel.tunnel import Tunnel
+    from colabtunnel.keeper.tunnel import Tunnel
 
 log = logging.getLogger("colabtunnel")
 

@@ -17,16 +17,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from colabtunnel import launchers, manual_stop, redact, state
+from colabtunnel import launchers, redact
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.jupyter import hostconfig, inspection
 from colabtunnel.jupyter.flavours import COLAB_ORIGIN, choose
+from colabtunnel.keeper import manual_stop, state
+from colabtunnel.keeper.supervisor import Health, Supervisor
 from colabtunnel.profiles import Profile
 from colabtunnel.ssh import forwarder, hosts
 from colabtunnel.ssh.connection import Connection
 from colabtunnel.ssh.credentials import Credentials
 from colabtunnel.ssh.hosts import Host, SSHHost
-from colabtunnel.supervisor import Health, Supervisor
 
 log = logging.getLogger("colabtunnel")
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from colabtunnel.tunnel import Opened, Tunnel
+from colabtunnel.keeper.tunnel import Opened, Tunnel
 
 POLL_S = 0.1
 # How long the clean-up waits for the start-up's step in flight (a login, a host script whose
