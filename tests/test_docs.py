@@ -1,8 +1,10 @@
-"""The README answers first: every profile key the loader accepts is documented in the README and in
-profiles.example.toml, and every `error:` message the code can print has a troubleshooting entry.
+"""The docs answer first: every profile key the loader accepts is documented in the README and in
+profiles.example.toml, and every `error:` message the code can print has an entry in
+docs/troubleshooting.md.
 
 The error messages are collected from the source (not from a list kept here), so a message added
-later fails this test until the README explains it; the failure names each missing message.
+later fails this test until docs/troubleshooting.md explains it; the failure names each missing
+message.
 
 What counts as a message: the text given to ColabtunnelError or any subclass (their own __init__
 included), to `output.error`, or to a function of the same module that passes one of its
@@ -30,15 +32,15 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "colabtunnel"
 README = REPO / "README.md"
 EXAMPLE = REPO / "profiles.example.toml"
-TROUBLESHOOTING = "## Troubleshooting"
+TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"  # the whole page is the entries
 PROFILES_REFERENCE = "## Profiles reference"
 
 # (file, function) whose message is another error's, passed on: why each is not a new message.
 RELAYS = {
     ("keeper.py", "_relay"): "the keeper's own error, sent over the pipe and raised again in `up`",
     ("proxycommand.py", "__init__"): "ProxyFailed carries the message ProxySocket.failure builds",
-    ("usage_errors.py", "render"): "click's own words for a usage error (README: Installation and "
-    "the command line)",
+    ("usage_errors.py", "render"): "click's own words for a usage error (docs/troubleshooting.md: "
+    "Installation and the command line)",
 }
 PLACEHOLDER = "\0"  # where a message has a value filled in at run time
 WRAPPERS = ("_one_line", "mask", "str")  # calls that pass a message's text through
@@ -418,11 +420,7 @@ def test_every_error_message_has_a_troubleshooting_entry() -> None:
         "is fine) or, if they pass on another error's message, add the function to RELAYS in "
         "tests/test_docs.py:\n  " + "\n  ".join(collector.unreadable)
     )
-    entries = [
-        line
-        for line in _section(README.read_text(), TROUBLESHOOTING).splitlines()
-        if "error:" in line
-    ]
+    entries = [line for line in TROUBLESHOOTING.read_text().splitlines() if "error:" in line]
     missing = sorted(
         {
             f"{m.where}: error: {m.shown()}"
@@ -431,7 +429,7 @@ def test_every_error_message_has_a_troubleshooting_entry() -> None:
         }
     )
     assert not missing, (
-        f"{len(missing)} error message(s) have no entry under '{TROUBLESHOOTING}' in README.md "
+        f"{len(missing)} error message(s) have no entry in {TROUBLESHOOTING.relative_to(REPO)} "
         "(an entry is a line with `error: <the message>`, … for the parts filled in at run time, "
         "then its cause and fix):\n  " + "\n  ".join(missing)
     )
