@@ -1,5 +1,5 @@
-"""The docs answer first: every profile key the loader accepts is documented in the README and in
-profiles.example.toml, and every `error:` message the code can print has an entry in
+"""The docs answer first: every profile key the loader accepts is documented in docs/profiles.md and
+in profiles.example.toml, and every `error:` message the code can print has an entry in
 docs/troubleshooting.md.
 
 The error messages are collected from the source (not from a list kept here), so a message added
@@ -30,10 +30,10 @@ from colabtunnel.launchers import slurm_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "colabtunnel"
-README = REPO / "README.md"
 EXAMPLE = REPO / "profiles.example.toml"
 TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"  # the whole page is the entries
-PROFILES_REFERENCE = "## Profiles reference"
+PROFILES = REPO / "docs" / "profiles.md"
+PROFILES_REFERENCE = "## Profiles reference"  # the section of PROFILES with the key table
 
 # (file, function) whose message is another error's, passed on: why each is not a new message.
 RELAYS = {
@@ -455,14 +455,14 @@ def test_the_collector_finds_what_it_must() -> None:
     ) in shown
 
 
-def test_every_profile_key_is_documented_in_the_readme_and_the_example() -> None:
+def test_every_profile_key_is_documented_in_the_docs_and_the_example() -> None:
     keys = [
         key for name, table in vars(profiles).items() if name.endswith("_CHECKS") for key in table
     ]
     assert "host" in keys and "keepalive" in keys
-    reference = _section(README.read_text(), PROFILES_REFERENCE)
+    reference = _section(PROFILES.read_text(), PROFILES_REFERENCE)
     example = EXAMPLE.read_text()
-    not_in_readme = [k for k in keys if f"`{k}`" not in reference]
+    not_in_docs = [k for k in keys if f"`{k}`" not in reference]
     # a key, or a table of keys ([profiles.NAME.slurm]) with each of its own keys in it
     not_in_example = [
         k
@@ -474,7 +474,9 @@ def test_every_profile_key_is_documented_in_the_readme_and_the_example() -> None
     not_in_example += [
         f"slurm.{k}" for k in slurm_keys if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
     ]
-    assert not not_in_readme, f"keys missing from README.md '{PROFILES_REFERENCE}': {not_in_readme}"
+    assert not not_in_docs, (
+        f"keys missing from {PROFILES.relative_to(REPO)} '{PROFILES_REFERENCE}': {not_in_docs}"
+    )
     assert not not_in_example, (
         f"keys with no `key = ...` line in profiles.example.toml: {not_in_example}"
     )
