@@ -184,7 +184,7 @@ def cache_key(flavour: JupyterFlavour) -> str:
 
 
 def versions(name: str) -> dict[str, str]:
-    """Distribution -> version installed in flavour `name`'s venv (for reports and the README)."""
+    """Distribution -> version installed in flavour `name`'s venv (for reports and docs/tests.md)."""
     pairs = (line.split("==", 1) for line in pins(FLAVOURS[name]))
     return {dist.lower().replace("_", "-"): version for dist, version in pairs}
 

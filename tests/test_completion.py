@@ -124,7 +124,8 @@ def test_completion_in_real_bash() -> None:
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_the_readme_install_lines_produce_a_script(shell: str) -> None:
+def test_the_documented_install_lines_produce_a_script(shell: str) -> None:
+    """The lines docs/commands.md gives under "Shell completion" make a script for that shell."""
     done = subprocess.run(
         [COLABTUNNEL],
         env={**os.environ, "_COLABTUNNEL_COMPLETE": f"source_{shell}"},
@@ -134,5 +135,5 @@ def test_the_readme_install_lines_produce_a_script(shell: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f"complete_{shell}" in done.stdout
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"_COLABTUNNEL_COMPLETE=source_{shell} colabtunnel" in readme
+    page = (Path(__file__).resolve().parent.parent / "docs" / "commands.md").read_text()
+    assert f"_COLABTUNNEL_COMPLETE=source_{shell} colabtunnel" in page

@@ -1,8 +1,10 @@
-"""The README answers first: every profile key the loader accepts is documented in the README and in
-profiles.example.toml, and every `error:` message the code can print has a troubleshooting entry.
+"""The docs answer first: every profile key the loader accepts is documented in docs/profiles.md and
+in profiles.example.toml, and every `error:` message the code can print has an entry in
+docs/troubleshooting.md.
 
 The error messages are collected from the source (not from a list kept here), so a message added
-later fails this test until the README explains it; the failure names each missing message.
+later fails this test until docs/troubleshooting.md explains it; the failure names each missing
+message.
 
 What counts as a message: the text given to ColabtunnelError or any subclass (their own __init__
 included), to `output.error`, or to a function of the same module that passes one of its
@@ -28,23 +30,19 @@ from colabtunnel.launchers import slurm_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "colabtunnel"
-README = REPO / "README.md"
 EXAMPLE = REPO / "profiles.example.toml"
-TROUBLESHOOTING = "## Troubleshooting"
-PROFILES_REFERENCE = "## Profiles reference"
+TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"  # the whole page is the entries
+PROFILES = REPO / "docs" / "profiles.md"
+PROFILES_REFERENCE = "## Profiles reference"  # the section of PROFILES with the key table
 
 # (file, function) whose message is another error's, passed on: why each is not a new message.
 RELAYS = {
-    (
-        "keeper/process.py",
-        "_relay",
-    ): "the keeper's own error, sent over the pipe and raised again in `up`",
-    (
-        "ssh/proxycommand.py",
-        "__init__",
-    ): "ProxyFailed carries the message ProxySocket.failure builds",
-    ("usage_errors.py", "render"): "click's own words for a usage error (README: Installation and "
-    "the command line)",
+    ("keeper/process.py", "_relay"): "the keeper's own error, sent over the pipe and raised "
+    "again in `up`",
+    ("ssh/proxycommand.py", "__init__"): "ProxyFailed carries the message ProxySocket.failure "
+    "builds",
+    ("usage_errors.py", "render"): "click's own words for a usage error (docs/troubleshooting.md: "
+    "Installation and the command line)",
 }
 PLACEHOLDER = "\0"  # where a message has a value filled in at run time
 WRAPPERS = ("_one_line", "mask", "str")  # calls that pass a message's text through
@@ -426,11 +424,7 @@ def test_every_error_message_has_a_troubleshooting_entry() -> None:
         "is fine) or, if they pass on another error's message, add the function to RELAYS in "
         "tests/test_docs.py:\n  " + "\n  ".join(collector.unreadable)
     )
-    entries = [
-        line
-        for line in _section(README.read_text(), TROUBLESHOOTING).splitlines()
-        if "error:" in line
-    ]
+    entries = [line for line in TROUBLESHOOTING.read_text().splitlines() if "error:" in line]
     missing = sorted(
         {
             f"{m.where}: error: {m.shown()}"
@@ -439,7 +433,7 @@ def test_every_error_message_has_a_troubleshooting_entry() -> None:
         }
     )
     assert not missing, (
-        f"{len(missing)} error message(s) have no entry under '{TROUBLESHOOTING}' in README.md "
+        f"{len(missing)} error message(s) have no entry in {TROUBLESHOOTING.relative_to(REPO)} "
         "(an entry is a line with `error: <the message>`, … for the parts filled in at run time, "
         "then its cause and fix):\n  " + "\n  ".join(missing)
     )
@@ -465,14 +459,14 @@ def test_the_collector_finds_what_it_must() -> None:
     ) in shown
 
 
-def test_every_profile_key_is_documented_in_the_readme_and_the_example() -> None:
+def test_every_profile_key_is_documented_in_the_docs_and_the_example() -> None:
     keys = [
         key for name, table in vars(profiles).items() if name.endswith("_CHECKS") for key in table
     ]
     assert "host" in keys and "keepalive" in keys
-    reference = _section(README.read_text(), PROFILES_REFERENCE)
+    reference = _section(PROFILES.read_text(), PROFILES_REFERENCE)
     example = EXAMPLE.read_text()
-    not_in_readme = [k for k in keys if f"`{k}`" not in reference]
+    not_in_docs = [k for k in keys if f"`{k}`" not in reference]
     # a key, or a table of keys ([profiles.NAME.slurm]) with each of its own keys in it
     not_in_example = [
         k
@@ -484,7 +478,9 @@ def test_every_profile_key_is_documented_in_the_readme_and_the_example() -> None
     not_in_example += [
         f"slurm.{k}" for k in slurm_keys if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
     ]
-    assert not not_in_readme, f"keys missing from README.md '{PROFILES_REFERENCE}': {not_in_readme}"
+    assert not not_in_docs, (
+        f"keys missing from {PROFILES.relative_to(REPO)} '{PROFILES_REFERENCE}': {not_in_docs}"
+    )
     assert not not_in_example, (
         f"keys with no `key = ...` line in profiles.example.toml: {not_in_example}"
     )
