@@ -30,10 +30,10 @@ def point_passwd_home_at(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     `ssh`): OpenSSH takes ~ from there, not from $HOME, and both sides must read the same files.
 
     Child processes get it through nss_wrapper (tests/sshd.passwd_home_environ); this process's
-    lookups go through colabtunnel.ssh.sshconfig.user_home, patched here."""
-    from colabtunnel.ssh import sshconfig
+    lookups go through colabtunnel.ssh.local_account.user_home, patched here."""
+    from colabtunnel.ssh import local_account
 
-    monkeypatch.setattr(sshconfig, "user_home", lambda: home)
+    monkeypatch.setattr(local_account, "user_home", lambda: home)
     try:
         variables = passwd_home_environ(home, tmp_path)
     except RuntimeError as exc:

@@ -18,7 +18,7 @@ import pytest
 
 from colabtunnel.errors import ConfigError
 from colabtunnel.profiles import LOCAL, Profile
-from colabtunnel.ssh import openssh, sshconfig
+from colabtunnel.ssh import local_account, openssh, sshconfig
 from colabtunnel.ssh.sshtarget import (
     DEFAULT_IDENTITY_FILES,
     SSHTarget,
@@ -28,7 +28,7 @@ from colabtunnel.ssh.sshtarget import (
     route,
 )
 
-ME = sshconfig.local_user()
+ME = local_account.local_user()
 
 
 @pytest.fixture(params=["ssh -G", "built-in"])

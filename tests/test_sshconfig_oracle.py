@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from colabtunnel.ssh import openssh, sshconfig
+from colabtunnel.ssh import local_account, openssh
 from colabtunnel.ssh.sshtarget import USED_KEYS, builtin_settings
 from tests.conftest import Env
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(SSH is None, reason="needs OpenSSH's ssh client 
 
 HOSTS = ["gpu", "GPU", "node1", "node12", "a.lab", "bastion"]
 HOST_PATTERNS = ["gpu", "GPU", "*", "*.lab", "node?", "node*", "!bastion", "!gpu", "g*", "a.*"]
-USERS = ["alice", "bob", sshconfig.local_user()]
+USERS = ["alice", "bob", local_account.local_user()]
 
 
 def _keyword(name: str) -> st.SearchStrategy[str]:
@@ -71,7 +71,7 @@ CRITERION = st.one_of(
         st.just("user"),
         st.lists(st.sampled_from([*USERS, "!bob", "a*"]), min_size=1, max_size=2).map(",".join),
     ),
-    st.tuples(st.just("localuser"), st.sampled_from([sshconfig.local_user(), "nobody", "*"])),
+    st.tuples(st.just("localuser"), st.sampled_from([local_account.local_user(), "nobody", "*"])),
 )
 
 

@@ -15,7 +15,6 @@ It returns settings in the form `ssh -G` prints them, so both sources feed the s
 
 from __future__ import annotations
 
-import getpass
 import glob
 import logging
 import os
@@ -27,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from colabtunnel.errors import ConfigError
+from colabtunnel.ssh import local_account
 from colabtunnel.ssh.sshtokens import expand_tilde
 
 logger = logging.getLogger("colabtunnel")
@@ -52,35 +52,8 @@ _MATCH_ATTRIBUTES = frozenset(
 _UNSUPPORTED_MATCH = frozenset({"exec", "canonical", "final"})
 
 
-def user_home() -> Path:
-    """The home directory OpenSSH uses for `~`, `%d` and ~/.ssh: the password database's entry.
-
-    Not $HOME: `ssh` ignores it, and "colabtunnel reaches what `ssh` reaches" must hold for users
-    whose HOME points elsewhere (sudo -E, some cluster set-ups).
-    """
-    if sys.platform != "win32":
-        import pwd
-
-        try:
-            return Path(pwd.getpwuid(os.getuid()).pw_dir)
-        except KeyError:
-            pass
-    return Path.home()
-
-
-def local_user() -> str:
-    if sys.platform != "win32":
-        import pwd
-
-        try:
-            return pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            pass
-    return getpass.getuser()
-
-
 def user_config() -> Path:
-    return user_home() / ".ssh" / "config"
+    return local_account.user_home() / ".ssh" / "config"
 
 
 def system_config() -> Path:
@@ -284,7 +257,7 @@ def _read_file(path: Path, evaluation: Evaluation, *, user: bool, depth: int, ac
 
 
 def include_targets(args: tuple[str, ...], user: bool) -> Iterator[Path]:
-    base = user_home() / ".ssh" if user else system_config().parent
+    base = local_account.user_home() / ".ssh" if user else system_config().parent
     for arg in args:
         pattern = expand_tilde(arg)
         if not os.path.isabs(pattern):
@@ -332,9 +305,9 @@ def _match(option: Option, evaluation: Evaluation) -> bool:
         elif attribute == "originalhost":
             hit = _list_matches(evaluation.original_host, argument, fold_case=True)
         elif attribute == "user":
-            user = evaluation.first("user") or local_user()
+            user = evaluation.first("user") or local_account.local_user()
             hit = _list_matches(user, argument, fold_case=False)
         else:  # localuser
-            hit = _list_matches(local_user(), argument, fold_case=False)
+            hit = _list_matches(local_account.local_user(), argument, fold_case=False)
         verdict = verdict and hit != negated
     return verdict

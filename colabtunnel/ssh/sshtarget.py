@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colabtunnel.errors import ConfigError
-from colabtunnel.ssh import openssh, sshconfig, sshtokens
+from colabtunnel.ssh import local_account, openssh, sshconfig, sshtokens
 
 if TYPE_CHECKING:
     from colabtunnel.profiles import Profile
@@ -154,7 +154,7 @@ def builtin_settings(
         return default if value is None else value
 
     hostname = evaluation.hostname().lower()
-    user = first("user", sshconfig.local_user())
+    user = first("user", local_account.local_user())
     port = _port(first("port", "22"), found.get("port"))
     jump_value = evaluation.first("proxyjump")
     printed["hostname"] = [hostname]
@@ -258,7 +258,7 @@ def _target(
         return values[0] if values else default
 
     hostname = one("hostname", alias) or alias
-    user = one("user") or sshconfig.local_user()
+    user = one("user") or local_account.local_user()
     port = _port(one("port", "22") or "22", None)
     jump = one("proxyjump")
     if jump is not None and jump.lower() == "none":

@@ -14,6 +14,7 @@ import socket
 import sys
 
 from colabtunnel.errors import ConfigError
+from colabtunnel.ssh import local_account
 
 _TOKEN_RE = re.compile(r"%(.?)", re.DOTALL)
 _ENV_RE = re.compile(r"\$\{([^}]*)\}")
@@ -32,15 +33,13 @@ def connection_tokens(
     jump: str,
 ) -> dict[str, str]:
     """The tokens of one connection: %d %u %l %L %h %n %p %r %C %i %k %j."""
-    from colabtunnel.ssh.sshconfig import local_user, user_home
-
     local_host = socket.gethostname()
     short = local_host.split(".")[0]
     # %C as OpenSSH 9.2 computes it: SHA-1 of %l%h%p%r in hex
     digest = hashlib.sha1(f"{local_host}{hostname}{port}{user}".encode()).hexdigest()
     return {
-        "d": str(user_home()),
-        "u": local_user(),
+        "d": str(local_account.user_home()),
+        "u": local_account.local_user(),
         "l": local_host,
         "L": short,
         "h": hostname,
@@ -71,10 +70,8 @@ def expand(value: str, tokens: dict[str, str], origin: str) -> str:
 
 def expand_tilde(value: str) -> str:
     """`~` and `~/...` to the password-database home, as ssh does (not $HOME)."""
-    from colabtunnel.ssh.sshconfig import user_home
-
     if value == "~" or value.startswith(("~/", "~" + os.sep)):
-        return str(user_home()) + value[1:]
+        return str(local_account.user_home()) + value[1:]
     return os.path.expanduser(value) if value.startswith("~") else value  # ~otheruser/...
 
 
