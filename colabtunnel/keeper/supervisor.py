@@ -18,10 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from colabtunnel.keeper.tunnel import Tunnel
+from colabtunnel.profiles import Profile
 
 log = logging.getLogger("colabtunnel")
 
@@ -30,6 +29,45 @@ MAX_DELAY_S = 30.0
 HEARTBEAT_INTERVALS = 1.5  # an answer later than this (in keepalive intervals) means a dead link
 ATTEMPT_INTERVALS = 2.0  # each reconnect attempt's deadline, in keepalive intervals
 TRANSPORT_POLL_S = 0.5  # a transport that died outright (reset, EOF) is noticed this fast
+
+
+RemoteState = Literal["up", "refused", "unanswered", "unknown"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one reconnect attempt ended: "ok", "failed", "needs-login" or "host-key-changed"."""
+
+    state: str
+    detail: str = ""
+
+
+class _RemotePort(Protocol):
+    @property
+    def remote_port(self) -> int: ...
+
+
+class Kept(Protocol):
+    """What the supervisor needs of a tunnel (tunnel.Tunnel is the one there is)."""
+
+    @property
+    def profile(self) -> Profile: ...
+
+    @property
+    def opened(self) -> _RemotePort | None: ...
+
+    @property
+    def target(self) -> str: ...
+
+    def connection_ok(self, timeout: float) -> bool: ...
+
+    def connection_alive(self) -> bool: ...
+
+    def remote_alive(self, timeout: float) -> RemoteState: ...
+
+    def drop_connection(self) -> None: ...
+
+    def reconnect(self, deadline: float) -> Attempt: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +79,7 @@ class Health:
 
 
 class Supervisor:
-    def __init__(self, tunnel: Tunnel, on_health: Callable[[Health], None]) -> None:
+    def __init__(self, tunnel: Kept, on_health: Callable[[Health], None]) -> None:
         self.tunnel = tunnel
         self.on_health = on_health
         self.interval = float(max(1, tunnel.profile.keepalive))

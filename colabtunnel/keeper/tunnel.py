@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from colabtunnel import launchers, redact
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.jupyter import hostconfig, inspection
 from colabtunnel.jupyter.flavours import COLAB_ORIGIN, choose
 from colabtunnel.keeper import manual_stop, state
-from colabtunnel.keeper.supervisor import Health, Supervisor
+from colabtunnel.keeper.supervisor import Attempt, Health, RemoteState, Supervisor
 from colabtunnel.profiles import Profile
 from colabtunnel.ssh import forwarder, hosts
 from colabtunnel.ssh.connection import Connection
@@ -38,19 +38,9 @@ CLEANUP_LOGIN_S = 15.0
 # How long a stop waits for the connection to answer a keepalive before it counts it as dead.
 STOP_PING_S = 5.0
 
-RemoteState = Literal["up", "refused", "unanswered", "unknown"]
-
 
 class Cancelled(Exception):
     """The start-up was interrupted (Ctrl-C, SIGTERM): stop before the next step."""
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """How one reconnect attempt ended: "ok", "failed", "needs-login" or "host-key-changed"."""
-
-    state: str
-    detail: str = ""
 
 
 class Reporter(Protocol):
