@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from colabtunnel import paths
+from colabtunnel import paths, slurm_settings
 from colabtunnel.errors import ConfigError
-from colabtunnel.launchers import slurm_settings
-from colabtunnel.launchers.slurm_settings import SlurmSettings
+from colabtunnel.slurm_settings import SlurmSettings
 
 APPS = ("auto", "notebook", "lab", "server")
 

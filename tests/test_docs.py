@@ -25,8 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colabtunnel import profiles
-from colabtunnel.launchers import slurm_settings
+from colabtunnel import profiles, slurm_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "colabtunnel"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from colabtunnel import durations
 from colabtunnel.launchers import slurm_queue as q
 
 
@@ -49,7 +50,7 @@ def test_squeue_lines() -> None:
     assert unavailable.reason == "ReqNodeNotAvail, UnavailableNodes:node[1-2]"
     running = q.parse_squeue(SQUEUE, "19")
     assert running is not None and running.node == "gpu012" and running.state == "RUNNING"
-    assert q.slurm_seconds(running.left) == 3 * 3600 + 47 * 60 + 59
+    assert durations.slurm_seconds(running.left) == 3 * 3600 + 47 * 60 + 59
     per_job = q.parse_squeue(SQUEUE, "20")
     assert per_job is not None and per_job.never_starts()
     assert "more than a single job" in per_job.pending_text()
@@ -109,7 +110,7 @@ def test_events_as_the_last_word() -> None:
     ],
 )
 def test_slurm_durations(text: str, seconds: int | None) -> None:
-    assert q.slurm_seconds(text) == seconds
+    assert durations.slurm_seconds(text) == seconds
 
 
 @pytest.mark.parametrize(
@@ -125,7 +126,7 @@ def test_slurm_durations(text: str, seconds: int | None) -> None:
     ],
 )
 def test_profile_durations(text: str, seconds: int | None) -> None:
-    assert q.human_seconds(text) == seconds
+    assert durations.human_seconds(text) == seconds
 
 
 @pytest.mark.parametrize(
@@ -140,4 +141,4 @@ def test_profile_durations(text: str, seconds: int | None) -> None:
     ],
 )
 def test_sbatch_time_format(text: str, ok: bool) -> None:
-    assert q.is_slurm_time(text) is ok
+    assert durations.is_slurm_time(text) is ok

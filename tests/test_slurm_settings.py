@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from colabtunnel.errors import ConfigError
-from colabtunnel.launchers.slurm_settings import SlurmSettings
 from colabtunnel.profiles import load_profiles
+from colabtunnel.slurm_settings import SlurmSettings
 
 HEAD = '[profiles.c]\nhost = "login"\nlauncher = "slurm"\n[profiles.c.slurm]\n'
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from colabtunnel import paths, remote
+from colabtunnel import durations, paths, remote
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.findings import FAIL, PASS, WARN, Finding
 from colabtunnel.jupyter import flavours, hostconfig
@@ -33,9 +33,9 @@ from colabtunnel.jupyter.gpus import GpuReport
 from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo
 from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server, stream_masked
 from colabtunnel.launchers import slurm_queue as queue
-from colabtunnel.launchers.slurm_settings import SlurmSettings
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
+from colabtunnel.slurm_settings import SlurmSettings
 from colabtunnel.ssh.connection import RunResult
 from colabtunnel.ssh.credentials import Credentials
 from colabtunnel.ssh.hosts import Host, SSHHost
@@ -308,7 +308,7 @@ def _wait(
         if found.unreachable is not None:
             if waited > settings.queue_timeout_s:
                 raise ColabtunnelError(
-                    f"the scheduler did not answer for {queue.short_duration(waited)}: "
+                    f"the scheduler did not answer for {durations.short_duration(waited)}: "
                     f"{found.unreachable}; job {job} is being cancelled",
                     hint="try again when the cluster's scheduler answers (`squeue` on the login node)",
                 )
@@ -331,11 +331,11 @@ def _wait(
             if waited > settings.queue_timeout_s:
                 raise ColabtunnelError(
                     f"job {job} was still {state.pending_text()} after "
-                    f"{queue.short_duration(waited)} (queue_timeout); it was cancelled",
+                    f"{durations.short_duration(waited)} (queue_timeout); it was cancelled",
                     hint="raise queue_timeout in the slurm table, or ask for less",
                 )
             eta = f" · est. start {state.start[11:16]}" if "T" in state.start else ""
-            progress.step(f"{state.pending_text()} {queue.short_duration(waited)}{eta}")
+            progress.step(f"{state.pending_text()} {durations.short_duration(waited)}{eta}")
         else:
             if running_since is None:
                 running_since = time.monotonic()
@@ -356,11 +356,11 @@ def _wait(
             if starting > settings.start_timeout_s:
                 raise ColabtunnelError(
                     f"job {job} runs on {state.node} but Jupyter did not start within "
-                    f"{queue.short_duration(starting)} (start_timeout); it was cancelled",
+                    f"{durations.short_duration(starting)} (start_timeout); it was cancelled",
                     hint=f"`colabtunnel logs {profile.name}` shows the job's output",
                 )
             progress.step(
-                f"RUNNING on {state.node} · starting Jupyter ({queue.short_duration(starting)})"
+                f"RUNNING on {state.node} · starting Jupyter ({durations.short_duration(starting)})"
             )
             pause = POLL_FIRST_S
         time.sleep(pause)
@@ -574,14 +574,14 @@ def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, A
             "ended": None,
         }
     state = found.state if found.job == job else None
-    left_s = queue.slurm_seconds(state.left) if state else None
+    left_s = durations.slurm_seconds(state.left) if state else None
     ended = None
     if state is None or not state.active:
         ended = queue.ended_why(state.state if state else None, found.accounting, found.events)
     warned = any(event.name == "warn" for event in found.events)
     warning = None
     if ended is None and (warned or (left_s is not None and left_s < WARN_LEFT_S)):
-        left = queue.short_duration(left_s) if left_s is not None else "little time"
+        left = durations.short_duration(left_s) if left_s is not None else "little time"
         warning = (
             f"{left} left in job {job}: the kernel (its variables) ends with the job; "
             "the notebook itself stays in Colab"

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from colabtunnel.durations import human_seconds, is_slurm_time
 from colabtunnel.errors import ConfigError
-from colabtunnel.launchers.slurm_queue import human_seconds, is_slurm_time
 
 ACCESS = ("auto", "srun", "node-ssh", "network")
 GPU_FLAGS = ("gres", "gpus")
