@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from colabtunnel.ssh.credentials import Prompter
+from typing import Any, Protocol
 
 JSON_SCHEMA_VERSION = 1
 
@@ -61,6 +58,14 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Prompter(Protocol):
+    """Whoever can answer a question (a password, a yes/no): the terminal, or nobody."""
+
+    def ask(self, prompt: str, echo: bool) -> str | None:
+        """The answer, or None when nobody can answer (no terminal)."""
+        ...
 
 
 class TerminalPrompter:

@@ -18,8 +18,9 @@ from colabtunnel.jupyter.flavours import Flavour, choose
 from colabtunnel.jupyter.gpus import GpuReport
 from colabtunnel.keeper import state
 from colabtunnel.keeper.tunnel import local_jupyter
+from colabtunnel.output import Prompter
 from colabtunnel.profiles import Profile, get_profile
-from colabtunnel.ssh.credentials import Credentials, Prompter
+from colabtunnel.ssh.credentials import Credentials
 from colabtunnel.ssh.hosts import Host, LocalHost, SSHHost
 
 

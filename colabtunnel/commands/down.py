@@ -9,9 +9,10 @@ from colabtunnel.errors import ColabtunnelError
 from colabtunnel.keeper import manual_stop, state
 from colabtunnel.keeper import process as keeper
 from colabtunnel.keeper.tunnel import Reporter
+from colabtunnel.output import Prompter
 from colabtunnel.profiles import get_profile
 from colabtunnel.ssh import hosts
-from colabtunnel.ssh.credentials import Credentials, Prompter
+from colabtunnel.ssh.credentials import Credentials
 
 KEEPER_EXIT_S = keeper.STOP_WAIT_S
 

@@ -8,9 +8,10 @@ from colabtunnel import launchers, redact
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.keeper import state
 from colabtunnel.keeper.tunnel import Reporter, local_jupyter
+from colabtunnel.output import Prompter
 from colabtunnel.profiles import get_profile
 from colabtunnel.ssh import hosts
-from colabtunnel.ssh.credentials import Credentials, Prompter
+from colabtunnel.ssh.credentials import Credentials
 
 
 def logs(

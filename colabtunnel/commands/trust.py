@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from colabtunnel.errors import ColabtunnelError, ConfigError
+from colabtunnel.output import Prompter
 from colabtunnel.profiles import get_profile
 from colabtunnel.ssh import hostkeys
-from colabtunnel.ssh.credentials import Credentials, Prompter
+from colabtunnel.ssh.credentials import Credentials
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from colabtunnel.profiles import get_profile, with_overrides
 # answers from the state record alone, and fast (issue 14: 0.15 s).
 if TYPE_CHECKING:
     from colabtunnel.keeper.tunnel import Reporter, Tunnel, UpOptions
-    from colabtunnel.ssh.credentials import Prompter
+    from colabtunnel.output import Prompter
 
 LOCK_MARGIN_S = 60.0
 

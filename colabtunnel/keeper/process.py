@@ -28,8 +28,8 @@ from colabtunnel.keeper import launch as keeper_launch
 from colabtunnel.keeper import startup, state
 from colabtunnel.keeper.tunnel import Reporter, Tunnel, UpOptions
 from colabtunnel.logs import setup_file_logging
-from colabtunnel.output import confirm
-from colabtunnel.ssh.credentials import Credentials, Prompter
+from colabtunnel.output import Prompter, confirm
+from colabtunnel.ssh.credentials import Credentials
 
 log = logging.getLogger("colabtunnel")
 

@@ -24,7 +24,6 @@ from colabtunnel.jupyter.gpus import GpuReport
 if TYPE_CHECKING:
     from colabtunnel.jupyter.flavours import Flavour
     from colabtunnel.jupyter.inspection import HostInfo
-    from colabtunnel.keeper import state
     from colabtunnel.profiles import Profile
     from colabtunnel.ssh.credentials import Credentials
     from colabtunnel.ssh.hosts import Host
@@ -215,7 +214,14 @@ def for_profile(profile: Profile) -> Launcher:
     return get(profile.launcher)
 
 
-def for_record(record: state.Record | None, profile: Profile) -> Launcher:
+class _Started(Protocol):
+    """A state record, as far as choosing its launcher goes (keeper/state.py's Record)."""
+
+    @property
+    def launcher(self) -> str: ...
+
+
+def for_record(record: _Started | None, profile: Profile) -> Launcher:
     """The launcher that started a tunnel: the record's (a choice made at `up` wins later), else
     the profile's."""
     return get(record.launcher) if record is not None else for_profile(profile)

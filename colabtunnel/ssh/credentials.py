@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from colabtunnel.errors import ColabtunnelError
+from colabtunnel.output import Prompter
 from colabtunnel.redact import register
 
 log = logging.getLogger("colabtunnel")
@@ -20,12 +20,6 @@ log = logging.getLogger("colabtunnel")
 SERVICE = "colabtunnel"
 PASSWORD = "password"
 PASSPHRASE = "passphrase"
-
-
-class Prompter(Protocol):
-    def ask(self, prompt: str, echo: bool) -> str | None:
-        """The answer, or None when nobody can answer (no terminal)."""
-        ...
 
 
 def keyring_user(profile: str, kind: str) -> str:
