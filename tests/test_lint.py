@@ -1,4 +1,5 @@
-"""The code stays clean: ruff (lint and format) on everything, mypy --strict on the package.
+"""The code stays clean: ruff (lint and format) on everything, mypy --strict on the package, and
+imports that only go down the layers with no circles (import-linter, contracts in pyproject.toml).
 
 Part of the suite so `.ci/run` (the README's test command) enforces them on every change.
 """
@@ -29,6 +30,17 @@ def test_clean(argv: list[str]) -> None:
         [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_imports_keep_the_layers() -> None:
+    """lint-imports, with the contracts of [tool.importlinter]; --no-cache so a stale graph in
+    .import_linter_cache can never say KEPT for code that changed."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
 
 
 def test_host_shell_scripts_pass_shellcheck() -> None:
