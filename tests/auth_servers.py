@@ -39,7 +39,7 @@ import paramiko
 import psutil
 import pytest
 
-from tests.sshd import SSHD, Sshd, config_text, keygen, server_environ
+from tests.sshd import SSHD, Sshd, config_text, keygen, manage_users, server_environ
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -190,9 +190,7 @@ def cleanup_stale_password_users() -> None:
         if match and not psutil.pid_exists(int(match.group(1), 16)):
             home = Path(entry.pw_dir)
             _kill_user_processes(entry.pw_name, home, entry.pw_uid == 0)
-            subprocess.run(
-                ["userdel", "-f", "-r", entry.pw_name], capture_output=True, env=server_environ()
-            )
+            manage_users(["userdel", "-f", "-r", entry.pw_name])
             if home.parent == Path("/home") and home.name == entry.pw_name:
                 shutil.rmtree(home, ignore_errors=True)
 
@@ -220,24 +218,17 @@ def password_sshd(root: Path, *, uid0: bool = False) -> Iterator[PasswordSshd]:
         if uid0:
             useradd += ["-o", "-u", "0", "-g", "0"]
         # user management reads the real password database, not a test's (server_environ)
-        subprocess.run([*useradd, user], check=True, capture_output=True, env=server_environ())
+        manage_users([*useradd, user], check=True)
 
         def remove_user() -> None:
             _kill_user_processes(user, home, uid0)
             # -f: a uid-0 alias always "has running processes" (ours); the name is what goes
-            subprocess.run(["userdel", "-f", "-r", user], capture_output=True, env=server_environ())
+            manage_users(["userdel", "-f", "-r", user])
             if home.exists():
                 shutil.rmtree(home, ignore_errors=True)
 
         stack.callback(remove_user)
-        subprocess.run(
-            ["chpasswd"],
-            input=f"{user}:{password}\n",
-            text=True,
-            check=True,
-            capture_output=True,
-            env=server_environ(),
-        )
+        manage_users(["chpasswd"], input=f"{user}:{password}\n", check=True)
         host_key = root / "host_ed25519"
         if not host_key.exists():
             keygen(host_key)

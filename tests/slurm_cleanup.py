@@ -24,7 +24,7 @@ from typing import IO
 import psutil
 
 from tests.auth_servers import _ip, _poll
-from tests.sshd import server_environ
+from tests.sshd import manage_users, server_environ
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_PREFIX = "/run/ctslurm-"  # + tag: the cluster's own directory
@@ -137,9 +137,7 @@ def cleanup(tag: str | None = None) -> None:
     if tag:
         _ip("link", "del", names_of(tag)[1], check=False)
     for entry in _users(tag):
-        subprocess.run(
-            ["userdel", "-f", "-r", entry.pw_name], capture_output=True, env=server_environ()
-        )
+        manage_users(["userdel", "-f", "-r", entry.pw_name])
         home = Path(entry.pw_dir)
         if home.parent == Path("/home") and home.name == entry.pw_name:
             shutil.rmtree(home, ignore_errors=True)

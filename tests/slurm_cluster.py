@@ -110,7 +110,7 @@ from tests.slurm_cleanup import (
     names_of,
     start_reaper,
 )
-from tests.sshd import free_port, keygen, server_environ
+from tests.sshd import free_port, keygen, manage_users, server_environ
 
 CLUSTER_NAME = "ctsl"
 NODE = "node1"
@@ -464,7 +464,7 @@ def _make_user(tag: str, letter: str, root: Path) -> ClusterUser:
     name = f"{USER_PREFIX}{tag}_{letter}"
     home = Path("/home") / name
     # -p '*': no password, but not "locked" ('!'), which sshd without PAM refuses even for keys
-    subprocess.run(
+    manage_users(
         [
             "useradd",
             "-m",
@@ -479,8 +479,6 @@ def _make_user(tag: str, letter: str, root: Path) -> ClusterUser:
             name,
         ],
         check=True,
-        capture_output=True,
-        env=server_environ(),  # the real password database, not a test's copy
     )
     laptop_key = root / "laptop" / f"{name}_ed25519"
     keygen(laptop_key)

@@ -7,6 +7,7 @@ the "remote" side writes lands in the real home directory.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -29,6 +30,23 @@ NSS_WRAPPER = next(iter(sorted(Path("/usr/lib").glob("*/libnss_wrapper.so*"))), 
 def server_environ() -> dict[str, str]:
     """This process's environment without the per-test password-database home."""
     return {k: v for k, v in os.environ.items() if k not in NSS_WRAPPER_VARS}
+
+
+PASSWD_LOCK = Path("/run/lock/colabtunnel-passwd.lock")
+
+
+def manage_users(
+    argv: list[str], *, check: bool = False, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """useradd, userdel or chpasswd on the real password database, one at a time on this machine:
+    the suite's workers run side by side (pytest-xdist) and shadow's tools refuse to run while
+    another holds /etc/passwd's lock."""
+    PASSWD_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(PASSWD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(
+            argv, check=check, input=input, text=True, capture_output=True, env=server_environ()
+        )
 
 
 def passwd_home_environ(home: Path, scratch: Path) -> dict[str, str]:
