@@ -15,7 +15,8 @@ from typing import Any
 
 import requests
 
-from colabtunnel.jupyter.probe import COLAB_ORIGIN, _Execution, execute_request
+from colabtunnel.jupyter.colab_calls import COLAB_ORIGIN, execute_request
+from colabtunnel.jupyter.probe import _Execution
 from tests.conftest import PROFILE, Env
 from tests.tcp_servers import TcpServer
 

@@ -17,11 +17,9 @@ import psutil
 import pytest
 import requests
 
+from colabtunnel.jupyter.colab_calls import COLAB_ORIGIN, HOST_SIDE, NEW_KERNEL
 from colabtunnel.jupyter.probe import (
-    COLAB_ORIGIN,
     FIXES,
-    HOST_SIDE,
-    NEW_KERNEL,
     Check,
     ProbeReport,
     cors_problems,

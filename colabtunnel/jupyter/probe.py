@@ -21,17 +21,28 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from colabtunnel.jupyter.colab_calls import (
+    ANONYMOUS,
+    ANONYMOUS_SCRIPT,
+    BUILD_INFO,
+    COLAB_ORIGIN,
+    FOREIGN,
+    FOREIGN_ORIGIN,
+    KERNELSPECS,
+    NEW_KERNEL,
+    PREFLIGHT,
+    VERSION,
+    Request,
+    execute_request,
+)
 
 if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger("colabtunnel")
-
-COLAB_ORIGIN = "https://colab.research.google.com"
-FOREIGN_ORIGIN = "https://evil.example"
 
 ACAO = "Access-Control-Allow-Origin"
 ACAC = "Access-Control-Allow-Credentials"
@@ -277,32 +288,6 @@ def split_base_url(base_url: str) -> tuple[str, str, str]:
     return parts.scheme, parts.netloc, path
 
 
-def execute_request(code: str, session: str) -> dict[str, Any]:
-    """A Jupyter messaging v5.3 execute_request for the shell channel."""
-    return {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "session": session,
-            "username": "colabtunnel",
-            "msg_type": "execute_request",
-            "version": "5.3",
-            "date": datetime.now(UTC).isoformat(),
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": True,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "buffers": [],
-        "channel": "shell",
-    }
-
-
 @dataclass
 class _Execution:
     """What came back for one execute_request."""
@@ -349,66 +334,6 @@ class _Unreachable(Exception):
         super().__init__(detail)
         self.problem = problem
         self.detail = detail
-
-
-PREFLIGHT_HEADERS = (
-    ("Access-Control-Request-Method", "POST"),
-    ("Access-Control-Request-Headers", "content-type"),
-    ("Access-Control-Request-Private-Network", "true"),
-)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request of the probe: as Colab's page makes it (the token in the query, the page's
-    Origin), or a variation that must be refused."""
-
-    method: str
-    api_path: str
-    with_token: bool = True
-    origin: Literal["page", "foreign", "none"] = "page"
-    headers: tuple[tuple[str, str], ...] = ()
-    json_body: bool = False  # an empty JSON object, as Colab's POSTs send
-
-    @property
-    def key(self) -> str:
-        token = "" if self.with_token else " without token"
-        return f"{self.method} {self.api_path}{token} origin={self.origin}"
-
-    def to_json(self, origin: str) -> dict[str, Any]:
-        """What the host's copy of the request needs (remote/colab_answers.py); no token."""
-        headers = dict(self.headers)
-        if self.origin != "none":
-            headers["Origin"] = origin if self.origin == "page" else FOREIGN_ORIGIN
-        return {
-            "key": self.key,
-            "method": self.method,
-            "path": self.api_path,
-            "token": self.with_token,
-            "headers": headers,
-            "body": "{}" if self.json_body else None,
-        }
-
-
-VERSION = Request("GET", "api")
-PREFLIGHT = Request("OPTIONS", "api/kernels", headers=PREFLIGHT_HEADERS)
-KERNELSPECS = Request("GET", "api/kernelspecs")
-ANONYMOUS = Request("GET", "api/kernelspecs", with_token=False)
-ANONYMOUS_SCRIPT = Request("GET", "api/kernelspecs", with_token=False, origin="none")
-FOREIGN = Request("GET", "api", origin="foreign")
-BUILD_INFO = Request("GET", "api/colab/build-info")
-NEW_KERNEL = Request("POST", "api/kernels", json_body=True)
-# What the host can ask Jupyter itself, beside it, for the checks that need no tunnel
-HOST_SIDE = (
-    VERSION,
-    PREFLIGHT,
-    KERNELSPECS,
-    ANONYMOUS,
-    ANONYMOUS_SCRIPT,
-    FOREIGN,
-    BUILD_INFO,
-    NEW_KERNEL,
-)
 
 
 class Recorded:
