@@ -48,20 +48,11 @@ _200 = range(200, 201)
 
 
 class _Probe:
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        origin: str,
-        timeout: float,
-        code: str,
-        expect: str,
-        answers: dict[str, Any] | None = None,
-    ) -> None:
-        self.http = HttpTransport(base_url, token, origin, timeout, answers)
+    def __init__(self, http: HttpTransport, code: str, expect: str) -> None:
+        self.http = http
         self.code = code
         self.expect = expect
-        self.mask = masker(token)
+        self.mask = masker(http.token)
         self.checks: list[Check] = []
         self.server_version: str | None = None
         self.kernel_id: str | None = None
@@ -351,11 +342,11 @@ def run_probe(
     programming errors (ValueError for a base_url that is not http(s)). With `wait_for_cleanup`
     false the probe's kernel may still be being deleted on return: see ProbeReport.settle().
     """
-    probe = _Probe(base_url, token, origin, timeout, code, expect)
+    probe = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
     probe.root_url()
     # The kernel takes longest to start: it starts first and runs beside the HTTP checks, on a
     # session of its own. When nothing answers at all, the first HTTP check says so, once.
-    kernel_probe = _Probe(base_url, token, origin, timeout, code, expect)
+    kernel_probe = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
     kernel_thread = None
     if execute:
         kernel_thread = threading.Thread(
@@ -397,7 +388,7 @@ def run_probe_on_answers(
     the kernel the host created, run over its websocket. Both at once, each on a connection of
     its own. The kernel is deleted (through the tunnel) by the report's cleanup thread.
     """
-    host = _Probe(base_url, token, origin, timeout, code, expect, answers=answers)
+    host = _Probe(HttpTransport(base_url, token, origin, timeout, answers), code, expect)
     host.root_url()
     host.learn_version()
     try:
@@ -408,8 +399,8 @@ def run_probe_on_answers(
         host.http.session.close()
     if kernel_id is None:
         return ProbeReport(url=host.http.public_url, checks=tuple(host.checks))
-    polled = _Probe(base_url, token, origin, timeout, code, expect)
-    runner = _Probe(base_url, token, origin, timeout, code, expect)
+    polled = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
+    runner = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
     polled.server_version = runner.server_version = host.server_version
     poll = threading.Thread(
         target=_tunnel_get_guarded, args=(polled, kernel_id), name="probe-get", daemon=True
