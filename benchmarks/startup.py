@@ -321,7 +321,7 @@ def first_kernel_runs(port: int, token: str, timeout: float) -> None:
     import requests
     import websocket
 
-    from colabtunnel.jupyter.probe import execute_request
+    from colabtunnel.jupyter.colab_calls import execute_request
 
     base = f"http://127.0.0.1:{port}/api/kernels"
     kernel = requests.post(base, params={"token": token}, json={}, timeout=timeout).json()["id"]

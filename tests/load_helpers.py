@@ -15,7 +15,8 @@ from typing import Any
 
 import requests
 
-from colabtunnel.jupyter.probe import COLAB_ORIGIN, _Execution, execute_request
+from colabtunnel.jupyter.colab_calls import COLAB_ORIGIN, execute_request
+from colabtunnel.jupyter.probe_transport import Execution
 from tests.conftest import PROFILE, Env
 from tests.tcp_servers import TcpServer
 
@@ -60,7 +61,7 @@ def session() -> requests.Session:
 class KernelSocket:
     """A kernel's websocket through the tunnel, opened the way Colab's page opens it.
 
-    Messages are built by the probe's execute_request and replies read by its _Execution, so the
+    Messages are built by the probe's execute_request and replies read by its Execution, so the
     protocol is the one colabtunnel itself speaks."""
 
     def __init__(self, up: Up, kernel_id: str, timeout: float = 60) -> None:
@@ -81,7 +82,7 @@ class KernelSocket:
         """Execute `code`; return its stdout."""
         msg = execute_request(code, self.session_id)
         msg_id = msg["header"]["msg_id"]
-        result = _Execution()
+        result = Execution()
         self.ws.send(json.dumps(msg))
         deadline = time.monotonic() + timeout
         while not (result.idle and result.reply_status is not None):

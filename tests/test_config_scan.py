@@ -27,7 +27,8 @@ import pytest
 from colabtunnel import remote
 from colabtunnel.jupyter import hostconfig, inspection
 from colabtunnel.jupyter.flavours import by_key
-from colabtunnel.jupyter.probe import FIXES, run_probe
+from colabtunnel.jupyter.probe import run_probe
+from colabtunnel.jupyter.verdicts import FIXES
 from colabtunnel.profiles import Profile
 from colabtunnel.ssh.connection import RunResult
 from colabtunnel.ssh.hosts import LocalHost

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from colabtunnel.jupyter.probe import ProbeReport, run_probe
+from colabtunnel.jupyter.probe import run_probe
+from colabtunnel.jupyter.verdicts import ProbeReport
 from tests import flavour_venvs
 from tests.conftest import Env, command_of, leftover_processes, wait_for
 from tests.flavour_venvs import FLAVOURS, MATRIX, python_of

@@ -17,18 +17,9 @@ import psutil
 import pytest
 import requests
 
-from colabtunnel.jupyter.probe import (
-    COLAB_ORIGIN,
-    FIXES,
-    HOST_SIDE,
-    NEW_KERNEL,
-    Check,
-    ProbeReport,
-    cors_problems,
-    run_probe,
-    run_probe_on_answers,
-    status_problem,
-)
+from colabtunnel.jupyter.colab_calls import COLAB_ORIGIN, HOST_SIDE, NEW_KERNEL
+from colabtunnel.jupyter.probe import run_probe, run_probe_on_answers
+from colabtunnel.jupyter.verdicts import FIXES, Check, ProbeReport, cors_problems, status_problem
 from colabtunnel.remote.colab_answers import answers as host_answers
 from tests.jupyter_helpers import JupyterServer, config_dir, free_port, running_jupyter
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from colabtunnel.jupyter.probe import execute_request
+from colabtunnel.jupyter.colab_calls import execute_request
 from tests.conftest import (
     ACTIVATE,
     Env,

@@ -1,594 +1,111 @@
 """The Colab probe: prove a Jupyter server answers the way Colab's browser page uses it.
 
-This module owns the definition of "works with Colab" (SPEC section 6): the exact requests Colab's
-page at https://colab.research.google.com makes to a local runtime (credentialed, with that Origin
-and the token in the query), what a correct answer looks like, and the human diagnosis + fix for
-each way it goes wrong. It never raises for server behaviour: every observation becomes a Check in
-a ProbeReport. The token never appears in a Check or the report.
+This module owns the sequence of checks that defines "works with Colab" (SPEC section 6): each
+makes a request of colab_calls through probe_transport and judges the answer with verdicts. It
+never raises for server behaviour: every observation becomes a Check in a ProbeReport.
 
 requests and websocket-client are imported inside run_probe so importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import re
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from typing import Any
 
-if TYPE_CHECKING:
-    import requests
+from colabtunnel.jupyter.colab_calls import (
+    ANONYMOUS,
+    ANONYMOUS_SCRIPT,
+    BUILD_INFO,
+    COLAB_ORIGIN,
+    FOREIGN,
+    FOREIGN_ORIGIN,
+    KERNELSPECS,
+    NEW_KERNEL,
+    PREFLIGHT,
+    VERSION,
+    Request,
+)
+from colabtunnel.jupyter.probe_transport import HttpTransport, TransportFailure, reason, run_code
+from colabtunnel.jupyter.verdicts import (
+    ACAO,
+    ACAPN,
+    Check,
+    ProbeReport,
+    cors_detail,
+    cors_problems,
+    judged,
+    masker,
+    status_problem,
+)
 
 log = logging.getLogger("colabtunnel")
 
-COLAB_ORIGIN = "https://colab.research.google.com"
-FOREIGN_ORIGIN = "https://evil.example"
-
-ACAO = "Access-Control-Allow-Origin"
-ACAC = "Access-Control-Allow-Credentials"
-ACAPN = "Access-Control-Allow-Private-Network"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One step of the probe: what was observed and, when it failed, the diagnosis and fix."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
-
-
-@dataclass(frozen=True)
-class ProbeReport:
-    """All checks of one probe run against `url` (the base URL, never with the token)."""
-
-    url: str
-    checks: tuple[Check, ...]
-    # Deleting the probe's kernel (0.1-0.2 s: Jupyter waits for it to exit) decides nothing, so
-    # `up` need not wait for it before printing the URL; settle() waits.
-    cleanup: threading.Thread | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(check.ok for check in self.checks)
-
-    def settle(self, timeout: float = 30.0) -> None:
-        """Wait until the probe's kernel is deleted (or `timeout` passes)."""
-        if self.cleanup is not None:
-            self.cleanup.join(timeout)
-
-    def first_failure(self) -> Check | None:
-        return next((check for check in self.checks if not check.ok), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        failure = self.first_failure()
-        return {
-            "url": self.url,
-            "ok": self.ok,
-            "first_failure": failure.name if failure else None,
-            "checks": [check.to_dict() for check in self.checks],
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Diagnoses: problem id -> the human cause and fix. Detection below only picks ids.
-# --------------------------------------------------------------------------------------------
-
-FIXES: dict[str, str] = {
-    "unreachable": (
-        "Nothing answered at this address: Jupyter is not running there, or the SSH tunnel is "
-        "down or forwards a different port. Check `colabtunnel status` and the Jupyter log "
-        "(`colabtunnel logs PROFILE`)."
-    ),
-    "timeout": (
-        "The server accepted the connection but did not answer in time: Jupyter is overloaded "
-        "or hung, or the tunnel stalls. Check the Jupyter log and retry."
-    ),
-    "sub-path": (
-        "The URL points at a sub-path (like /tree or /lab) instead of the server root. Colab "
-        "treats the whole URL path as the API base and gets 404/405. Use "
-        "http://localhost:PORT/?token=... (the root)."
-    ),
-    "base-url": (
-        "Nothing at the root URL answers like Jupyter's API (404): the server runs under a "
-        "base_url (a host config or a --ServerApp.base_url / --NotebookApp.base_url argument). "
-        "Colab needs the API at the root: remove that base_url, or let colabtunnel start Jupyter "
-        "(it overrides base_url)."
-    ),
-    "https": (
-        "The server speaks TLS (HTTPS) where the URL says http: Jupyter runs with a certfile and "
-        "keyfile. Colab reaches a local runtime over plain HTTP (the SSH tunnel is the encrypted "
-        "part): remove certfile/keyfile, or let colabtunnel start Jupyter (it overrides them)."
-    ),
-    "token-rejected": (
-        "Jupyter refused the token: the server on this port runs with a different token (a host "
-        "config or JUPYTER_TOKEN overrides it, or another Jupyter owns the port). Restart with "
-        "`colabtunnel down` then `colabtunnel up`."
-    ),
-    "acao-missing": (
-        "Jupyter did not send Access-Control-Allow-Origin: allow_origin is not set, or set under "
-        "a flag prefix this Jupyter ignores."
-    ),
-    "acao-star": (
-        "Jupyter sent Access-Control-Allow-Origin: * . Browsers reject '*' on credentialed "
-        "requests, which is how Colab calls a local runtime; allow_origin must be exactly "
-        f"{COLAB_ORIGIN} (never '*')."
-    ),
-    "acao-trailing-slash": (
-        "allow_origin has a trailing slash. Browsers compare the origin byte for byte; it must be "
-        f"exactly {COLAB_ORIGIN} with no trailing slash."
-    ),
-    "acao-other": (
-        "Jupyter sent an Access-Control-Allow-Origin for a different origin: allow_origin is set "
-        f"to something else (a host config or extra argument?). It must be exactly {COLAB_ORIGIN}."
-    ),
-    "credentials-missing": (
-        "Jupyter did not send Access-Control-Allow-Credentials: true: allow_credentials is not "
-        "set, or set under a flag prefix this Jupyter ignores; Colab's credentialed requests fail "
-        "without it."
-    ),
-    "classic-notebook": (
-        "This server is classic Notebook {version}, which ignores every --ServerApp.* flag: "
-        'it needs --NotebookApp.*. Set app = "notebook" in the profile, or app = "auto" and let '
-        "colabtunnel detect it."
-    ),
-    "server-family": (
-        "This server is jupyter_server {version}: it reads --ServerApp.* flags and ignores "
-        "--NotebookApp.* ones (unless notebook 7 or jupyterlab is installed beside it). Pass "
-        "--ServerApp.allow_origin and --ServerApp.allow_credentials, or let colabtunnel start it."
-    ),
-    "no-default-kernel": (
-        "Jupyter lists no usable default kernel: ipykernel is missing in the host environment. "
-        "Run `pip install ipykernel` in the environment the profile activates."
-    ),
-    "bad-json": (
-        "The answer is not Jupyter's JSON API: something else (a proxy, another web server) "
-        "answers on this port, or the URL is not the Jupyter root."
-    ),
-    "auth-disabled": (
-        "Jupyter answered without the token: authentication is disabled, so anyone who can reach "
-        "the port can run code. A host config disables the token (~/.jupyter/"
-        "jupyter_server_config.py with c.ServerApp.token = '' or c.IdentityProvider.token = '', "
-        "or c.NotebookApp.token = '' on Notebook 6). Remove that line and restart."
-    ),
-    "foreign-origin-echoed": (
-        "Jupyter echoes any Origin back in Access-Control-Allow-Origin: allow_origin is not set "
-        "(token-authenticated requests are then allowed from every site) or it is '*'. Set "
-        f"allow_origin to exactly {COLAB_ORIGIN}."
-    ),
-    "xsrf-required": (
-        "Jupyter demanded an XSRF token, so it did not take the request as token-authenticated: "
-        "either the token is wrong, or authentication is disabled by a host config "
-        "(c.ServerApp.token = '' or c.IdentityProvider.token = ''), in which case every POST "
-        "Colab makes fails with 403. Fix the token setting and restart Jupyter."
-    ),
-    "server-error": (
-        "Jupyter failed with a server error; its log shows the traceback "
-        "(`colabtunnel logs PROFILE`)."
-    ),
-    "unexpected-status": (
-        "Jupyter answered with an unexpected status; see the detail and the Jupyter log."
-    ),
-    "kernel-start": (
-        "Jupyter could not start a kernel: ipykernel is missing or broken on the host (run "
-        "`pip install ipykernel` in the environment the profile activates). The Jupyter log "
-        "shows the kernel's own error."
-    ),
-    "ws-forbidden": (
-        "The kernel websocket was refused (403): the origin is not allowed for websockets. "
-        f"allow_origin must be exactly {COLAB_ORIGIN}, and the token must be accepted."
-    ),
-    "ws-failed": (
-        "The kernel websocket could not be opened: a proxy or tunnel in between does not pass "
-        "websockets, or Jupyter rejected the upgrade. See the detail and the Jupyter log."
-    ),
-    "execute-timeout": (
-        "The kernel did not finish the test code in time: it is still starting (slow imports, "
-        "busy GPU node) or it died. Retry; if it persists, check the Jupyter log."
-    ),
-    "execute-wrong": (
-        "The kernel ran the test code but its output was not as expected: the kernel is broken "
-        "or a startup script changes output. See the detail."
-    ),
-}
-
 _2XX = range(200, 300)
 _200 = range(200, 201)
-_TOKEN_QUERY = re.compile(r"(token=)[^&\s'\"]+")
-
-
-def _masker(token: str) -> Callable[[str], str]:
-    def mask(text: str) -> str:
-        if token:
-            text = text.replace(token, "***")
-        return _TOKEN_QUERY.sub(r"\1***", text)
-
-    return mask
-
-
-# --------------------------------------------------------------------------------------------
-# Pure analysis helpers
-# --------------------------------------------------------------------------------------------
-
-
-def cors_problems(headers: Any, origin: str) -> list[str]:
-    """Problem ids for the CORS headers of an answer to a credentialed request from `origin`."""
-    problems: list[str] = []
-    allow_origin = headers.get(ACAO)
-    if allow_origin is None:
-        problems.append("acao-missing")
-    elif allow_origin.strip() == "*":
-        problems.append("acao-star")
-    elif allow_origin != origin:
-        if allow_origin.rstrip("/") == origin:
-            problems.append("acao-trailing-slash")
-        else:
-            problems.append("acao-other")
-    if (headers.get(ACAC) or "").strip().lower() != "true":
-        problems.append("credentials-missing")
-    return problems
-
-
-def status_problem(status: int, message: str = "", at_root: bool = False) -> str:
-    """Problem id for a non-success status (and Jupyter's error message) on a request with token.
-    `at_root`: the request went to the server's root URL, so a 404 is not the URL's fault."""
-    if status in (404, 405):
-        return "base-url" if at_root and status == 404 else "sub-path"
-    if status == 403 and "_xsrf" in message:
-        return "xsrf-required"
-    if status in (401, 403):
-        return "token-rejected"
-    if status >= 500:
-        return "server-error"
-    return "unexpected-status"
-
-
-def _fix_for(problems: list[str]) -> str | None:
-    return " ".join(FIXES[p] for p in problems) if problems else None
-
-
-def _cors_detail(headers: Any) -> str:
-    return ", ".join(f"{name}: {headers.get(name, '(absent)')}" for name in (ACAO, ACAC))
-
-
-def split_base_url(base_url: str) -> tuple[str, str, str]:
-    """(scheme, netloc, path) of base_url; path always ends with '/'. Raises ValueError if bad."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            f"base_url must be an http(s) URL like http://127.0.0.1:8888/: {base_url!r}"
-        )
-    path = parts.path or "/"
-    if not path.endswith("/"):
-        path += "/"
-    return parts.scheme, parts.netloc, path
-
-
-def execute_request(code: str, session: str) -> dict[str, Any]:
-    """A Jupyter messaging v5.3 execute_request for the shell channel."""
-    return {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "session": session,
-            "username": "colabtunnel",
-            "msg_type": "execute_request",
-            "version": "5.3",
-            "date": datetime.now(UTC).isoformat(),
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": True,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "buffers": [],
-        "channel": "shell",
-    }
-
-
-@dataclass
-class _Execution:
-    """What came back for one execute_request."""
-
-    stdout: str = ""
-    error: str | None = None
-    reply_status: str | None = None
-    idle: bool = False
-    states: tuple[str, ...] = ()
-
-    def feed(self, msg: dict[str, Any], msg_id: str) -> None:
-        parent = msg.get("parent_header") or {}
-        if parent.get("msg_id") != msg_id:
-            return
-        msg_type = msg.get("msg_type") or (msg.get("header") or {}).get("msg_type")
-        content = msg.get("content") or {}
-        if msg_type == "stream" and content.get("name") == "stdout":
-            self.stdout += str(content.get("text", ""))
-        elif msg_type == "error":
-            self.error = f"{content.get('ename')}: {content.get('evalue')}"
-        elif msg_type == "execute_reply":
-            self.reply_status = str(content.get("status"))
-            if content.get("status") == "error" and self.error is None:
-                self.error = f"{content.get('ename')}: {content.get('evalue')}"
-        elif msg_type == "status":
-            state = str(content.get("execution_state"))
-            self.states = (*self.states, state)
-            if state == "idle":
-                self.idle = True
-
-    def done(self, expect: str) -> bool:
-        return self.idle or (self.reply_status is not None and expect in self.stdout)
-
-
-# --------------------------------------------------------------------------------------------
-# The probe
-# --------------------------------------------------------------------------------------------
-
-
-class _Unreachable(Exception):
-    """A transport-level failure: no HTTP answer at all."""
-
-    def __init__(self, problem: str, detail: str) -> None:
-        super().__init__(detail)
-        self.problem = problem
-        self.detail = detail
-
-
-PREFLIGHT_HEADERS = (
-    ("Access-Control-Request-Method", "POST"),
-    ("Access-Control-Request-Headers", "content-type"),
-    ("Access-Control-Request-Private-Network", "true"),
-)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request of the probe: as Colab's page makes it (the token in the query, the page's
-    Origin), or a variation that must be refused."""
-
-    method: str
-    api_path: str
-    with_token: bool = True
-    origin: Literal["page", "foreign", "none"] = "page"
-    headers: tuple[tuple[str, str], ...] = ()
-    json_body: bool = False  # an empty JSON object, as Colab's POSTs send
-
-    @property
-    def key(self) -> str:
-        token = "" if self.with_token else " without token"
-        return f"{self.method} {self.api_path}{token} origin={self.origin}"
-
-    def to_json(self, origin: str) -> dict[str, Any]:
-        """What the host's copy of the request needs (remote/colab_answers.py); no token."""
-        headers = dict(self.headers)
-        if self.origin != "none":
-            headers["Origin"] = origin if self.origin == "page" else FOREIGN_ORIGIN
-        return {
-            "key": self.key,
-            "method": self.method,
-            "path": self.api_path,
-            "token": self.with_token,
-            "headers": headers,
-            "body": "{}" if self.json_body else None,
-        }
-
-
-VERSION = Request("GET", "api")
-PREFLIGHT = Request("OPTIONS", "api/kernels", headers=PREFLIGHT_HEADERS)
-KERNELSPECS = Request("GET", "api/kernelspecs")
-ANONYMOUS = Request("GET", "api/kernelspecs", with_token=False)
-ANONYMOUS_SCRIPT = Request("GET", "api/kernelspecs", with_token=False, origin="none")
-FOREIGN = Request("GET", "api", origin="foreign")
-BUILD_INFO = Request("GET", "api/colab/build-info")
-NEW_KERNEL = Request("POST", "api/kernels", json_body=True)
-# What the host can ask Jupyter itself, beside it, for the checks that need no tunnel
-HOST_SIDE = (
-    VERSION,
-    PREFLIGHT,
-    KERNELSPECS,
-    ANONYMOUS,
-    ANONYMOUS_SCRIPT,
-    FOREIGN,
-    BUILD_INFO,
-    NEW_KERNEL,
-)
-
-
-class Recorded:
-    """An answer the host recorded (remote/colab_answers.py), read like a requests.Response."""
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        from requests.structures import CaseInsensitiveDict
-
-        self.status_code = int(answer["status"])
-        self.headers: Any = CaseInsensitiveDict(dict(answer["headers"]))
-        self.text = str(answer["body"])
-
-    def json(self) -> Any:
-        return json.loads(self.text)
 
 
 class _Probe:
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        origin: str,
-        timeout: float,
-        code: str,
-        expect: str,
-        answers: dict[str, Any] | None = None,
-    ) -> None:
-        import requests
-
-        self.requests = requests
-        # Answers recorded on the host, by Request.key: asked there, not through the tunnel
-        self.answers = answers
-        self.scheme, self.netloc, self.path = split_base_url(base_url)
-        self.token = token
-        self.origin = origin
-        self.timeout = timeout
+    def __init__(self, http: HttpTransport, code: str, expect: str) -> None:
+        self.http = http
         self.code = code
         self.expect = expect
-        self.mask = _masker(token)
+        self.mask = masker(http.token)
         self.checks: list[Check] = []
-        self.session = self._new_session()
         self.server_version: str | None = None
         self.kernel_id: str | None = None
         self.verdict = threading.Event()  # set once the kernel checks are in self.checks
-
-    @property
-    def classic(self) -> bool:
-        """Classic Notebook (5.x/6.x) reports its own version at /api; jupyter_server 1.x/2.x its."""
-        major = (self.server_version or "").split(".")[0]
-        return major in ("5", "6")
 
     def learn_version(self) -> bool:
         """Which server this is, for the diagnoses; no check of its own (preflight reports errors).
         False when nothing answers at all."""
         try:
-            version = self.ask(VERSION).json().get("version")
-        except _Unreachable:
+            version = self.http.ask(VERSION).json().get("version")
+        except TransportFailure:
             return False
         except (ValueError, AttributeError):
             return True
         self.server_version = str(version) if version else None
         return True
 
-    @property
-    def public_url(self) -> str:
-        return urlunsplit((self.scheme, self.netloc, self.path, "", ""))
-
-    def _new_session(self) -> requests.Session:
-        session = self.requests.Session()
-        session.trust_env = False  # no proxies, no .netrc: talk to the tunnel directly
-        session.headers["Origin"] = self.origin
-        return session
-
-    def url(self, api_path: str) -> str:
-        return self.public_url + api_path
-
-    def shown(self, api_path: str) -> str:
-        """The request path as it appears in a detail: the URL path plus the API path."""
-        return self.path + api_path
-
     def add(self, name: str, ok: bool, detail: str, problems: list[str] | None = None) -> bool:
-        problems = list(problems or [])
-        if self.server_version and {"acao-missing", "credentials-missing"} & set(problems):
-            # name the real cause, which depends on the flavour, before the symptom
-            problems.insert(0, "classic-notebook" if self.classic else "server-family")
-        fix = None if ok else (_fix_for(problems) or FIXES["unexpected-status"])
-        if fix and self.server_version:
-            fix = fix.replace("{version}", self.server_version)
-        self.checks.append(Check(name, ok, self.mask(detail), self.mask(fix) if fix else None))
+        self.checks.append(judged(name, ok, detail, problems, self.server_version, self.mask))
         return ok
-
-    def ask(self, req: Request) -> Any:
-        """The answer to `req`: a requests.Response, or what the host recorded for it."""
-        if self.answers is not None:
-            return self._recorded(req)
-        headers: dict[str, str | None] = dict(req.headers)
-        if req.origin != "page":  # the session sends the page's Origin
-            headers["Origin"] = FOREIGN_ORIGIN if req.origin == "foreign" else None
-        # Without the token, a fresh session: a request with it may have set a login cookie.
-        session = self.session if req.with_token else self._new_session()
-        try:
-            return self._send(req, session, headers)
-        finally:
-            if session is not self.session:
-                session.close()
-
-    def _send(self, req: Request, session: requests.Session, headers: dict[str, str | None]) -> Any:
-        params = {"token": self.token} if req.with_token else {}
-        try:
-            return session.request(
-                req.method,
-                self.url(req.api_path),
-                params=params,
-                headers=headers,
-                json={} if req.json_body else None,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except self.requests.Timeout as exc:
-            raise _Unreachable(
-                "timeout",
-                f"{req.method} {self.shown(req.api_path)}: no answer within {self.timeout:g}s",
-            ) from exc
-        except self.requests.RequestException as exc:
-            problem = "unreachable"
-            if self._tls_instead(exc):
-                problem = "https"
-            raise _Unreachable(
-                problem, f"{req.method} {self.shown(req.api_path)}: {_reason(exc)}"
-            ) from exc
-
-    def _recorded(self, req: Request) -> Recorded:
-        assert self.answers is not None
-        answer = self.answers.get(req.key)
-        if not answer or "status" not in answer:
-            why = answer.get("error", "no answer") if answer else "not asked"
-            raise _Unreachable(
-                "unreachable", f"{req.method} {self.shown(req.api_path)} on the host: {why}"
-            )
-        return Recorded(answer)
-
-    def _tls_instead(self, exc: Exception) -> bool:
-        """A connection accepted, then dropped without an answer, by a server that speaks TLS:
-        Jupyter with a certfile does exactly that to a plain HTTP request."""
-        dropped = isinstance(exc, self.requests.ConnectionError) and "refused" not in str(exc)
-        return dropped and self.scheme == "http" and _speaks_tls(self.netloc, self.timeout)
 
     # -- steps ------------------------------------------------------------------------------
 
     def root_url(self) -> None:
-        if self.path != "/":
+        if self.http.path != "/":
             self.add(
                 "root-url",
                 False,
-                f"the URL path is {self.path!r}, not '/': Colab would call "
-                f"{self.path}api/kernels and get 404/405",
+                f"the URL path is {self.http.path!r}, not '/': Colab would call "
+                f"{self.http.path}api/kernels and get 404/405",
                 ["sub-path"],
             )
 
     def seen(self, method: str, api_path: str, resp: Any) -> str:
         """`METHOD /path -> status; <CORS headers>` for a detail."""
-        return (
-            f"{method} {self.shown(api_path)} -> {resp.status_code}; {_cors_detail(resp.headers)}"
-        )
+        shown = self.http.shown(api_path)
+        return f"{method} {shown} -> {resp.status_code}; {cors_detail(resp.headers)}"
 
     def credentialed(
         self, name: str, req: Request, ok_status: range
     ) -> tuple[Any, str, list[str]] | None:
         """Make a credentialed request; record a failing check and return None on a bad status,
         else return the response, its detail and the CORS problems found (nothing recorded)."""
-        resp = self.ask(req)
+        resp = self.http.ask(req)
         detail = self.seen(req.method, req.api_path, resp)
         if resp.headers.get(ACAPN):
             detail += f", {ACAPN}: {resp.headers[ACAPN]}"
         if resp.status_code not in ok_status:
             message = _json_message(resp)
-            problem = status_problem(resp.status_code, message, self.path == "/")
+            problem = status_problem(resp.status_code, message, self.http.path == "/")
             self.add(name, False, detail + (f"; {message}" if message else ""), [problem])
             return None
-        return resp, detail, cors_problems(resp.headers, self.origin)
+        return resp, detail, cors_problems(resp.headers, self.http.origin)
 
     def preflight(self) -> None:
         seen = self.credentialed("preflight", PREFLIGHT, _2XX)
@@ -621,13 +138,13 @@ class _Probe:
         self.add("kernelspecs", not problems, detail, problems)
 
     def auth_enforced(self) -> None:
-        resp = self.ask(ANONYMOUS)
+        resp = self.http.ask(ANONYMOUS)
         status = resp.status_code
-        detail = f"GET {self.shown('api/kernelspecs')} without token -> {status}"
+        detail = f"GET {self.http.shown('api/kernelspecs')} without token -> {status}"
         if status == 404:
             # Jupyter answers 404 (not 403) to a cross-origin request it blocks before auth
             # (no allow_origin). Ask again as a script would, without Origin: auth alone.
-            resp = self.ask(ANONYMOUS_SCRIPT)
+            resp = self.http.ask(ANONYMOUS_SCRIPT)
             status = resp.status_code
             detail += f"; without Origin -> {status}"
         location = resp.headers.get("Location", "")
@@ -643,17 +160,17 @@ class _Probe:
         elif 200 <= status < 300:
             self.add("auth-enforced", False, detail + ": not Jupyter's JSON", ["bad-json"])
         elif status == 404:
-            problem = "base-url" if self.path == "/" else "sub-path"
+            problem = "base-url" if self.http.path == "/" else "sub-path"
             self.add("auth-enforced", False, detail + ": no API here", [problem])
         else:
             where = f" to {location}" if location else ""
             self.add("auth-enforced", False, detail + f"{where}: neither refused nor answered")
 
     def foreign_origin(self) -> None:
-        resp = self.ask(FOREIGN)
+        resp = self.http.ask(FOREIGN)
         allow_origin = resp.headers.get(ACAO)
         detail = (
-            f"GET {self.shown('api')} with Origin {FOREIGN_ORIGIN} -> {resp.status_code}; "
+            f"GET {self.http.shown('api')} with Origin {FOREIGN_ORIGIN} -> {resp.status_code}; "
             f"{ACAO}: {allow_origin if allow_origin is not None else '(absent)'}"
         )
         bad = allow_origin is not None and allow_origin.strip() in (FOREIGN_ORIGIN, "*")
@@ -662,11 +179,13 @@ class _Probe:
         self.add("foreign-origin", not bad, detail, ["foreign-origin-echoed"])
 
     def build_info(self) -> None:
-        resp = self.ask(BUILD_INFO)
+        resp = self.http.ask(BUILD_INFO)
         status = resp.status_code
         ok = 200 <= status < 300 or status == 404
         note = " (normal: Jupyter has no Colab build info)" if status == 404 else ""
-        self.add("build-info", ok, f"GET {self.shown('api/colab/build-info')} -> {status}{note}")
+        self.add(
+            "build-info", ok, f"GET {self.http.shown('api/colab/build-info')} -> {status}{note}"
+        )
 
     def http_checks(self) -> None:
         """The HTTP checks in order (through the URL, or judged from the host's answers); a
@@ -682,7 +201,7 @@ class _Probe:
         for name, step in steps:
             try:
                 step()
-            except _Unreachable as exc:
+            except TransportFailure as exc:
                 self.add(name, False, exc.detail, [exc.problem])
                 break
 
@@ -692,7 +211,7 @@ class _Probe:
         try:
             self.kernel()
         except Exception as exc:  # reported as a failed check, never lost with the thread
-            self.add("kernel-start", False, f"the kernel check stopped: {_reason(exc)}")
+            self.add("kernel-start", False, f"the kernel check stopped: {reason(exc)}")
         if all(c.ok for c in self.checks) and not any(
             c.name == "kernel-execute" for c in self.checks
         ):
@@ -702,10 +221,10 @@ class _Probe:
             if self.kernel_id is not None:
                 self.delete_kernel(self.kernel_id)
         finally:
-            self.session.close()
+            self.http.session.close()
 
     def kernel(self) -> None:
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.http.timeout
         kernel_id = self.start_kernel()
         if kernel_id is not None:
             self.execute(kernel_id, deadline)
@@ -713,8 +232,8 @@ class _Probe:
     def start_kernel(self) -> str | None:
         """Create a kernel (or read the host's answer to that): the kernel-start check, its id."""
         try:
-            resp = self.ask(NEW_KERNEL)
-        except _Unreachable as exc:
+            resp = self.http.ask(NEW_KERNEL)
+        except TransportFailure as exc:
             self.add("kernel-start", False, exc.detail, [exc.problem])
             return None
         kernel_id = None
@@ -723,10 +242,10 @@ class _Probe:
                 kernel_id = resp.json().get("id")
             except (ValueError, AttributeError):
                 kernel_id = None
-        detail = f"POST {self.shown('api/kernels')} -> {resp.status_code}"
+        detail = f"POST {self.http.shown('api/kernels')} -> {resp.status_code}"
         if not kernel_id:
             message = _json_message(resp)
-            problem = status_problem(resp.status_code, message, self.path == "/")
+            problem = status_problem(resp.status_code, message, self.http.path == "/")
             if problem == "server-error":
                 problem = "kernel-start"
             detail += f"; no kernel id ({message})" if message else "; no kernel id"
@@ -746,80 +265,19 @@ class _Probe:
 
     def delete_kernel(self, kernel_id: str) -> None:
         try:
-            resp = self.ask(Request("DELETE", f"api/kernels/{kernel_id}"))
-        except _Unreachable as exc:
+            resp = self.http.ask(Request("DELETE", f"api/kernels/{kernel_id}"))
+        except TransportFailure as exc:
             log.warning("deleting the probe's kernel %s failed: %s", kernel_id, exc.detail)
             return
         if resp.status_code not in (200, 204, 404):
             log.warning("deleting the probe's kernel %s -> %d", kernel_id, resp.status_code)
 
     def execute(self, kernel_id: str, deadline: float) -> None:
-        import websocket
-
-        ws_scheme = "wss" if self.scheme == "https" else "ws"
-        session_id = uuid.uuid4().hex
-        ws_url = (
-            f"{ws_scheme}://{self.netloc}{self.path}api/kernels/{kernel_id}/channels"
-            f"?{urlencode({'session_id': session_id, 'token': self.token})}"
-        )
-        remaining = max(deadline - time.monotonic(), 1.0)
-        options: dict[str, Any] = {"origin": self.origin, "timeout": remaining}
-        ws = None
         try:
-            if ws_scheme == "ws":
-                # Connect the TCP socket ourselves: websocket-client would otherwise honour
-                # http_proxy for 127.0.0.1 and never reach the tunnel.
-                host = urlsplit(f"//{self.netloc}").hostname or "127.0.0.1"
-                port = urlsplit(f"//{self.netloc}").port or 80
-                options["socket"] = socket.create_connection((host, port), timeout=remaining)
-            ws = websocket.create_connection(ws_url, **options)
-        except websocket.WebSocketBadStatusException as exc:
-            status = exc.status_code
-            problem = "ws-forbidden" if status == 403 else "ws-failed"
-            self.add("kernel-execute", False, f"websocket handshake -> {status}", [problem])
-            _close(options.get("socket"))
+            result, elapsed = run_code(self.http, kernel_id, self.code, self.expect, deadline)
+        except TransportFailure as exc:
+            self.add("kernel-execute", False, exc.detail, [exc.problem])
             return
-        except (OSError, websocket.WebSocketException) as exc:
-            self.add("kernel-execute", False, f"websocket: {_reason(exc)}", ["ws-failed"])
-            _close(options.get("socket"))
-            return
-        try:
-            self._run_code(ws, session_id, deadline)
-        finally:
-            # The verdict is in: send the close frame, but do not wait a round trip for the
-            # server's (websocket-client's close() waits up to 3 s for it by default).
-            with contextlib.suppress(Exception):
-                ws.close(timeout=0)
-
-    def _run_code(self, ws: Any, session_id: str, deadline: float) -> None:
-        import websocket
-
-        msg = execute_request(self.code, session_id)
-        msg_id = msg["header"]["msg_id"]
-        result = _Execution()
-        started = time.monotonic()
-        try:
-            ws.send(json.dumps(msg))
-            while not result.done(self.expect):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                ws.settimeout(remaining)
-                try:
-                    frame = ws.recv()
-                except websocket.WebSocketTimeoutException:
-                    break
-                if not isinstance(frame, str) or not frame:
-                    continue  # binary frames carry buffers, never our stream output
-                try:
-                    result.feed(json.loads(frame), msg_id)
-                except (ValueError, AttributeError):
-                    continue
-        except (OSError, websocket.WebSocketException) as exc:
-            detail = f"websocket dropped after {time.monotonic() - started:.1f}s: {_reason(exc)}"
-            self.add("kernel-execute", False, detail, ["ws-failed"])
-            return
-        elapsed = time.monotonic() - started
         shown = result.stdout.strip()[:200]
         detail = f"{self.code!r} -> stdout {shown!r} in {elapsed:.1f}s"
         if result.error:
@@ -834,40 +292,6 @@ class _Probe:
             self.add(
                 "kernel-execute", False, f"{detail}; expected {self.expect!r}", ["execute-wrong"]
             )
-
-
-def _close(closable: Any) -> None:
-    """Close a socket or websocket that may already be broken, ignoring errors."""
-    if closable is None:
-        return
-    # Closing a broken connection must not mask the result.
-    with contextlib.suppress(Exception):
-        closable.close()
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost useful message of a transport exception (connection refused, ...)."""
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out"):
-        if marker in text:
-            return f"{type(exc).__name__}: {marker}"
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
-def _speaks_tls(netloc: str, timeout: float) -> bool:
-    import ssl
-
-    parts = urlsplit(f"//{netloc}")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or 80), timeout
-        ) as raw:
-            context.wrap_socket(raw).close()
-    except OSError:
-        return False
-    return True
 
 
 def _json_body(resp: Any) -> Any:
@@ -918,11 +342,11 @@ def run_probe(
     programming errors (ValueError for a base_url that is not http(s)). With `wait_for_cleanup`
     false the probe's kernel may still be being deleted on return: see ProbeReport.settle().
     """
-    probe = _Probe(base_url, token, origin, timeout, code, expect)
+    probe = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
     probe.root_url()
     # The kernel takes longest to start: it starts first and runs beside the HTTP checks, on a
     # session of its own. When nothing answers at all, the first HTTP check says so, once.
-    kernel_probe = _Probe(base_url, token, origin, timeout, code, expect)
+    kernel_probe = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
     kernel_thread = None
     if execute:
         kernel_thread = threading.Thread(
@@ -933,13 +357,15 @@ def run_probe(
     try:
         probe.http_checks()
     finally:
-        probe.session.close()
+        probe.http.session.close()
     if kernel_thread is None:
-        kernel_probe.session.close()
+        kernel_probe.http.session.close()
     elif reachable:
         kernel_probe.verdict.wait(timeout + 5)
         probe.checks.extend(kernel_probe.checks)
-    report = ProbeReport(url=probe.public_url, checks=tuple(probe.checks), cleanup=kernel_thread)
+    report = ProbeReport(
+        url=probe.http.public_url, checks=tuple(probe.checks), cleanup=kernel_thread
+    )
     if wait_for_cleanup:
         report.settle(timeout + 5)
     return report
@@ -962,7 +388,7 @@ def run_probe_on_answers(
     the kernel the host created, run over its websocket. Both at once, each on a connection of
     its own. The kernel is deleted (through the tunnel) by the report's cleanup thread.
     """
-    host = _Probe(base_url, token, origin, timeout, code, expect, answers=answers)
+    host = _Probe(HttpTransport(base_url, token, origin, timeout, answers), code, expect)
     host.root_url()
     host.learn_version()
     try:
@@ -970,11 +396,11 @@ def run_probe_on_answers(
         deadline = time.monotonic() + timeout
         kernel_id = host.start_kernel()
     finally:
-        host.session.close()
+        host.http.session.close()
     if kernel_id is None:
-        return ProbeReport(url=host.public_url, checks=tuple(host.checks))
-    polled = _Probe(base_url, token, origin, timeout, code, expect)
-    runner = _Probe(base_url, token, origin, timeout, code, expect)
+        return ProbeReport(url=host.http.public_url, checks=tuple(host.checks))
+    polled = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
+    runner = _Probe(HttpTransport(base_url, token, origin, timeout), code, expect)
     polled.server_version = runner.server_version = host.server_version
     poll = threading.Thread(
         target=_tunnel_get_guarded, args=(polled, kernel_id), name="probe-get", daemon=True
@@ -983,7 +409,7 @@ def run_probe_on_answers(
     try:
         runner.execute(kernel_id, deadline)
     except Exception as exc:  # reported as a failed check, like kernel_guarded()
-        runner.add("kernel-execute", False, f"the kernel check stopped: {_reason(exc)}")
+        runner.add("kernel-execute", False, f"the kernel check stopped: {reason(exc)}")
     poll.join(timeout + 5)
     if not polled.checks:
         polled.add("tunnel-get", False, "the request through the tunnel did not finish")
@@ -993,18 +419,18 @@ def run_probe_on_answers(
         try:
             runner.delete_kernel(kernel_id)
         finally:
-            runner.session.close()
-            polled.session.close()
+            runner.http.session.close()
+            polled.http.session.close()
 
     cleanup = threading.Thread(target=clean_up, name="probe-cleanup", daemon=True)
     cleanup.start()
-    return ProbeReport(url=host.public_url, checks=checks, cleanup=cleanup)
+    return ProbeReport(url=host.http.public_url, checks=checks, cleanup=cleanup)
 
 
 def _tunnel_get_guarded(probe: _Probe, kernel_id: str) -> None:
     try:
         probe.tunnel_get(kernel_id)
-    except _Unreachable as exc:
+    except TransportFailure as exc:
         probe.add("tunnel-get", False, exc.detail, [exc.problem])
     except Exception as exc:
-        probe.add("tunnel-get", False, f"the request stopped: {_reason(exc)}")
+        probe.add("tunnel-get", False, f"the request stopped: {reason(exc)}")

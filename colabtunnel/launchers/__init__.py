@@ -52,8 +52,8 @@ class Server:
     ready_s: float | None = None
     # The GPUs where Jupyter runs, when that is not the inspected host (a job's compute node)
     gpus: GpuReport | None = None
-    # The Colab probe's HTTP requests as the host answered them, beside Jupyter (probe.HOST_SIDE,
-    # by key); None: the probe makes them all through the tunnel
+    # The Colab probe's HTTP requests as the host answered them, beside Jupyter
+    # (colab_calls.HOST_SIDE, by key); None: the probe makes them all through the tunnel
     colab_answers: dict[str, Any] | None = field(default=None, repr=False)
 
     @property

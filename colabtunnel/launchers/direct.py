@@ -16,7 +16,8 @@ from typing import Any
 
 from colabtunnel import remote
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.jupyter import diagnoses, flavours, hostconfig, probe
+from colabtunnel.jupyter import diagnoses, flavours, hostconfig
+from colabtunnel.jupyter.colab_calls import HOST_SIDE
 from colabtunnel.jupyter.flavours import COLAB_ORIGIN, Flavour
 from colabtunnel.jupyter.inspection import (
     INSPECT_TIMEOUT,
@@ -98,7 +99,7 @@ def start(
         flavour=remote.quote(flavour.key),
         args=" ".join(remote.quote(a) for a in args),
         timeout=timeout,
-        requests=remote.quote(json.dumps([r.to_json(COLAB_ORIGIN) for r in probe.HOST_SIDE])),
+        requests=remote.quote(json.dumps([r.to_json(COLAB_ORIGIN) for r in HOST_SIDE])),
         **preamble_values(profile, lock=remote.text("start_lock.sh")),
     )
     log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))

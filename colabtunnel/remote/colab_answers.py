@@ -1,9 +1,9 @@
 """The HTTP requests of the Colab probe, made on the host beside Jupyter, answers recorded.
 
-Host code (Python 3.7+), inlined into wait.py. The laptop sends the requests (probe.HOST_SIDE,
-without the token: it is added here from JUPYTER_TOKEN) and judges the answers exactly as it
-judges answers through the tunnel (probe.run_probe_on_answers). Here they cost no round trip of
-the SSH link each: a 100 ms link made them a second of `up`.
+Host code (Python 3.7+), inlined into wait.py. The laptop sends the requests
+(colab_calls.HOST_SIDE, without the token: it is added here from JUPYTER_TOKEN) and judges the
+answers exactly as it judges answers through the tunnel (probe.run_probe_on_answers). Here they
+cost no round trip of the SSH link each: a 100 ms link made them a second of `up`.
 """
 
 import base64

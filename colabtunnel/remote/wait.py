@@ -3,8 +3,9 @@
 Host code (Python 3.7+), joined after start.sh: python - PID PORT TIMEOUT REQUESTS, with
 JUPYTER_TOKEN in its environment. Plain HTTP, the API at the root, auth enforced: each way that can
 fail is a stage of its own, and only a JSON answer from an API that needs auth means "answered
-without a token". Then the Colab probe's own requests (REQUESTS, a JSON list: probe.HOST_SIDE),
-whose answers the laptop judges. Prints one line `__COLABTUNNEL_RESULT__ {json}`.
+without a token". Then the Colab probe's own requests (REQUESTS, a JSON list:
+colab_calls.HOST_SIDE), whose answers the laptop judges. Prints one line
+`__COLABTUNNEL_RESULT__ {json}`.
 """
 
 import http.client
