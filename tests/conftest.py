@@ -252,3 +252,15 @@ __all__ = [
     "password_server_uid0",
     "slurm_cluster",
 ]
+
+
+# Resources there is one of on this machine: every test that uses one runs on the same xdist
+# worker (--dist loadgroup), one after another, while the other workers take the rest.
+MACHINE_WIDE = {"slurm_cluster": "slurm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, group in MACHINE_WIDE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))

@@ -17,7 +17,15 @@ import requests
 
 from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import ACTIVATE as ACTIVATE_LINE
-from tests.conftest import PROFILE, Env, command_of, jupyters_under, leftover_processes, wait_for
+from tests.conftest import (
+    PROFILE,
+    Env,
+    command_of,
+    jupyters_under,
+    leftover_processes,
+    ours_listening,
+    wait_for,
+)
 from tests.sshd import running_sshd
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
@@ -87,7 +95,7 @@ def test_up_probe_down(env: Env) -> None:
     assert kernels, "the kernel process was not found on the host"
     done = env.run("down", PROFILE, check=True)
     assert "stopped gpu" in done.stderr
-    assert not port_open(port), "local port still open after down"
+    assert not ours_listening(env, port), "local port still open after down"
     assert not (env.ct_home / "state" / f"{PROFILE}.json").exists()
     wait_for(lambda: not remote_jupyters(env), timeout=15)
     assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kernels)
@@ -198,7 +206,7 @@ def test_up_twice_reuses_and_reattaches_after_keeper_killed(env: Env) -> None:
     servers = remote_servers(env)
     rec = record(env)
     os.kill(rec["keeper_pid"], signal.SIGKILL)
-    wait_for(lambda: not port_open(port), timeout=10)
+    wait_for(lambda: not ours_listening(env, port), timeout=10)
     url3, port3, token3 = up(env)
     assert token3 == token and url3 == url1
     assert remote_servers(env) == servers
@@ -241,7 +249,7 @@ def test_foreground_sigint_tears_down(env: Env) -> None:
     assert remote_jupyters(env)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
-    assert not port_open(port)
+    assert not ours_listening(env, port)
     wait_for(lambda: not remote_jupyters(env), timeout=15)
     assert not (env.ct_home / "state" / f"{PROFILE}.json").exists()
 

@@ -31,10 +31,10 @@ import requests
 from colabtunnel.jupyter.probe import run_probe
 from colabtunnel.jupyter.verdicts import ProbeReport
 from tests import flavour_venvs
-from tests.conftest import Env, command_of, leftover_processes, wait_for
+from tests.conftest import Env, command_of, leftover_processes, ours_listening, wait_for
 from tests.flavour_venvs import FLAVOURS, MATRIX, python_of
 from tests.jupyter_helpers import COLAB_ORIGIN, config_dir, running_jupyter
-from tests.test_e2e_ssh import port_open, remote_jupyters
+from tests.test_e2e_ssh import remote_jupyters
 
 # Building the venvs (first run only, ~75 s in parallel from PyPI here) happens in the setup of the
 # first test, which pytest-timeout counts: leave room for a slow link.
@@ -98,7 +98,7 @@ def test_up_probe_down(env: Env, venvs: dict[str, Path], name: str) -> None:
 
     done = env.run("down", profile, check=True)
     assert f"stopped {profile}" in done.stderr, done.stderr
-    assert not port_open(port), "local port still open after down"
+    assert not ours_listening(env, port), "local port still open after down"
     wait_for(lambda: not remote_jupyters(env), timeout=15)
     assert not leftover_processes(env)
     assert not (env.ct_home / "state" / f"{profile}.json").exists()

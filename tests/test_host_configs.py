@@ -372,7 +372,9 @@ def test_diagnosis_matrix(env: Env, tls_pair: tuple[Path, Path], induced_id: str
     if induced.case == "https":
         after = float(re.fullmatch(FIRST_LINES["https"], first)["after"])  # type: ignore[index]
         print(f"HTTPS diagnosed {after} s after Jupyter's start; `up` failed after {took:.1f} s")
-        assert after < 5.0, done.stderr
+        # Well inside --timeout 60: found on the first answer, not when waiting gives up. (5 s
+        # held on an idle machine; Jupyter's own start-up takes longer beside 3 other workers.)
+        assert after < 15.0, done.stderr
         # recognised on the first plain request Jupyter answered: its log has one SSL error
         assert done.stderr.count("SSL Error") == 1, done.stderr
     if induced.case == "exits":
