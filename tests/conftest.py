@@ -211,6 +211,18 @@ def leftover_processes(world: Env) -> list[psutil.Process]:
     return found
 
 
+def ours_listening(world: Env, port: int) -> list[psutil.Process]:
+    """This test's processes (leftover_processes) listening on `port`. Another worker's tunnel may
+    take a port the moment `down` frees it (pick_local_port starts at 8888 for everyone), so
+    "the port answers" is not "our forwarder is still there"."""
+    listeners = {
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+    }
+    return [p for p in leftover_processes(world) if p.pid in listeners]
+
+
 def command_of(proc: psutil.Process) -> str:
     """The command line as process_iter() read it: asking the process again may meet a zombie (a
     process that ended since, not yet reaped), which psutil answers with an error."""
