@@ -272,7 +272,12 @@ MACHINE_WIDE = {"slurm_cluster": "slurm"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    grouped = set()
     for item in items:
         for fixture, group in MACHINE_WIDE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(group))
+                grouped.add(item.nodeid)
+    # A group is one long unit of work on one worker: started first, it ends with the rest
+    # instead of after it. (The same order on every worker, as xdist requires.)
+    items.sort(key=lambda item: item.nodeid not in grouped)
