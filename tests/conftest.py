@@ -271,6 +271,7 @@ __all__ = [
 MACHINE_WIDE = {"slurm_cluster": "slurm"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     grouped = set()
     for item in items:

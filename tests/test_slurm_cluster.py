@@ -513,3 +513,14 @@ def test_missing_packages_fail_pointing_at_setup_host(monkeypatch: pytest.Monkey
     hint = r"slurmd: run `python -m tests.setup_host`"
     with pytest.raises(pytest.fail.Exception, match=hint), running_cluster():
         pass
+
+
+def test_the_cluster_tests_share_one_xdist_worker(
+    slurm_cluster: SlurmCluster, request: pytest.FixtureRequest
+) -> None:
+    """There is one cluster per machine: under xdist its tests must form one group (tests/
+    conftest.py MACHINE_WIDE), or a second worker waits on the cluster's lock and fails. xdist
+    marks a group in the nodeid; with pytest 9 it silently did not."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("not run under xdist (-n0): nothing to share")
+    assert request.node.nodeid.endswith("@slurm"), request.node.nodeid
