@@ -231,7 +231,7 @@ class Tunnel:
                         hint='stop what holds it, pass --local-port N, or set local_port = "auto"',
                     ) from None
                 self.reporter.note(f"port {port} is taken now; the URL gets a new port")
-        return forwarder.bind_listener(forwarder.pick_local_port(None))
+        return forwarder.bind_free_listener()
 
     def connect_host(self) -> Host:
         host = hosts.connect(

@@ -134,6 +134,21 @@ def pick_local_port(preferred: int | None, fallback_from: int = 8888, span: int 
         return int(sock.getsockname()[1])
 
 
+def bind_free_listener(fallback_from: int = 8888, span: int = 100) -> socket.socket:
+    """A listener on 8888 or the next free port (free on ::1 too, see port_is_free), else any.
+
+    The bind is the test: a port found free and bound later can be taken in between by another
+    `up` starting at the same moment (it also starts at 8888)."""
+    for port in range(fallback_from, fallback_from + span):
+        if not port_is_free(port):
+            continue
+        try:
+            return bind_listener(port)
+        except PortBusy:
+            continue  # taken since port_is_free looked: the next one
+    return bind_listener(0)
+
+
 class Forwarder:
     def __init__(self, listener: socket.socket, open_channel: ChannelOpener) -> None:
         self.listener = listener
