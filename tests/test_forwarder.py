@@ -303,3 +303,16 @@ def test_stop_closes_the_port_promptly() -> None:
         assert took < 2, f"stop() took {took:.1f} s"
     finally:
         server.close()
+
+
+def test_a_port_taken_between_the_look_and_the_bind_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two `up`s starting at once both look from 8888 on: the one that loses the bind must take
+    the next port, not fail with PortBusy (seen with the suite's parallel workers)."""
+    with contextlib.closing(forwarder.bind_listener(0)) as taken:
+        port = taken.getsockname()[1]
+        # as if the other `up` bound it just after this one looked
+        monkeypatch.setattr(forwarder, "port_is_free", lambda p: True)
+        with contextlib.closing(forwarder.bind_free_listener(port, span=3)) as mine:
+            assert mine.getsockname()[1] != port
