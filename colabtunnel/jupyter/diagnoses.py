@@ -44,9 +44,13 @@ def start_error(failed: Failed) -> ColabtunnelError:
     return ColabtunnelError(f"{message}. Last lines of its log:\n{failed.tail}", hint=hint)
 
 
+def port_taken(tail: str) -> bool:
+    """Jupyter's log says its port was in use when it tried to listen."""
+    return "is not available" in tail or "Address already in use" in tail
+
+
 def _exited(failed: Failed) -> tuple[str, str]:
-    busy = "is not available" in failed.tail or "Address already in use" in failed.tail
-    if busy:
+    if port_taken(failed.tail):
         return "Jupyter exited during start-up", (
             f'remote port {failed.port} is taken: set remote_port = "auto"'
         )

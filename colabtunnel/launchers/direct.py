@@ -68,6 +68,11 @@ def find(host: Host, profile: Profile, info: HostInfo, progress: Progress) -> Se
     return None
 
 
+# An automatic port found free can be taken before Jupyter binds it (another `up` starting at the
+# same moment picks the same one): then the next ports are tried, as Jupyter itself would.
+AUTO_PORT_TRIES = 3
+
+
 def start(
     host: Host,
     profile: Profile,
@@ -80,8 +85,46 @@ def start(
 ) -> Server:
     """Start Jupyter on the host, wait until it answers Colab's way (on the host), or fail."""
     port = _port(profile, info, want_port)
-    progress.step(f"starting {flavour.label} on {host.name}, port {port}")
-    progress.started()
+    pinned = profile.local_port if profile.is_local else profile.remote_port
+    tries = 1 if pinned is not None else AUTO_PORT_TRIES
+    for attempt in range(1, tries + 1):
+        progress.step(f"starting {flavour.label} on {host.name}, port {port}")
+        progress.started()
+        data, stderr = _start_on(host, profile, info, flavour, token, port, timeout)
+        if data.get("ok"):
+            return Server(
+                endpoint=("127.0.0.1", port),
+                token=token,
+                flavour=flavour.key,
+                handle={"pid": data.get("pid")},
+                reattached=False,
+                ready_s=data.get("ready_s"),
+                colab_answers=data.get("colab"),
+            )
+        tail = log_tail(host, profile, 15)
+        stop(host, profile, None)
+        if attempt < tries and data.get("stage") == "exited" and diagnoses.port_taken(tail):
+            log.info("port %d was taken before Jupyter bound it; trying %d", port, port + 1)
+            port += 1
+            continue
+        if data.get("stage") in diagnoses.STAGES:
+            raise diagnoses.start_error(
+                diagnoses.Failed(data, profile, flavour, port, timeout, tail)
+            )
+        raise stage_error(data.get("stage", "?"), profile, stderr)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _start_on(
+    host: Host,
+    profile: Profile,
+    info: HostInfo,
+    flavour: Flavour,
+    token: str,
+    port: int,
+    timeout: float,
+) -> tuple[dict[str, Any], str]:
+    """One start of Jupyter on `port`: the start script and its wait, one round trip."""
     shimmed = hostconfig.shimmed(info.config, flavour)
     args = flavours.server_args(
         flavour, port, allow_root=info.uid == 0, shimmed=shimmed, extra=profile.jupyter_args
@@ -103,22 +146,7 @@ def start(
         **preamble_values(profile, lock=remote.text("start_lock.sh")),
     )
     log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))
-    data, stderr = result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
-    if data.get("ok"):
-        return Server(
-            endpoint=("127.0.0.1", port),
-            token=token,
-            flavour=flavour.key,
-            handle={"pid": data.get("pid")},
-            reattached=False,
-            ready_s=data.get("ready_s"),
-            colab_answers=data.get("colab"),
-        )
-    tail = log_tail(host, profile, 15)
-    stop(host, profile, None)
-    if data.get("stage") in diagnoses.STAGES:
-        raise diagnoses.start_error(diagnoses.Failed(data, profile, flavour, port, timeout, tail))
-    raise stage_error(data.get("stage", "?"), profile, stderr)
+    return result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
 
 
 def _port(profile: Profile, info: HostInfo, want: int | None) -> int:
