@@ -85,8 +85,7 @@ def start(
 ) -> Server:
     """Start Jupyter on the host, wait until it answers Colab's way (on the host), or fail."""
     port = _port(profile, info, want_port)
-    pinned = profile.local_port if profile.is_local else profile.remote_port
-    tries = 1 if pinned is not None else AUTO_PORT_TRIES
+    tries = 1 if _pinned(profile) is not None else AUTO_PORT_TRIES
     for attempt in range(1, tries + 1):
         progress.step(f"starting {flavour.label} on {host.name}, port {port}")
         progress.started()
@@ -149,11 +148,16 @@ def _start_on(
     return result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
 
 
+def _pinned(profile: Profile) -> int | None:
+    """The port the profile (or a --local-port/--remote-port) fixes for Jupyter; None = auto."""
+    return profile.local_port if profile.is_local else profile.remote_port
+
+
 def _port(profile: Profile, info: HostInfo, want: int | None) -> int:
     """The port to start on: the one asked for when it is free, else the one the host found."""
     if want is None or info.want_port_free is not False:
         return want or info.free_port
-    pinned = profile.local_port if profile.is_local else profile.remote_port
+    pinned = _pinned(profile)
     if pinned is None:  # an automatic choice was taken meanwhile: take the host's free one
         return info.free_port
     where = "this machine" if profile.is_local else profile.host

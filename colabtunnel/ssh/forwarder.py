@@ -127,10 +127,7 @@ def pick_local_port(preferred: int | None, fallback_from: int = 8888, span: int 
     """`preferred` if given (free or not: the caller reports it), else 8888 or the next free port."""
     if preferred is not None:
         return preferred
-    for port in range(fallback_from, fallback_from + span):
-        if port_is_free(port):
-            return port
-    with contextlib.closing(bind_listener(0)) as sock:
+    with contextlib.closing(bind_free_listener(fallback_from, span)) as sock:
         return int(sock.getsockname()[1])
 
 
