@@ -62,10 +62,25 @@ def ours() -> Optional[bool]:
                     fields = row.split()
                     if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                         sockets.add(f"socket:[{fields[9]}]")
-        fds = f"/proc/{pid}/fd"
-        return any(os.readlink(os.path.join(fds, fd)) in sockets for fd in os.listdir(fds))
+    except OSError:
+        return None  # no /proc (not Linux)
+    fds = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fds)
+    except FileNotFoundError:
+        # Gone while the other server answered (it lost the port and exited): not ours, and
+        # the loop's next alive() says "exited" rather than judging the other server's answers.
+        return False
     except OSError:
         return None
+    return any(link(os.path.join(fds, fd)) in sockets for fd in names)
+
+
+def link(path: str) -> Optional[str]:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None  # the fd closed between listdir and readlink
 
 
 def speaks_tls() -> bool:
