@@ -3,7 +3,8 @@
 Run as `python -m tests.fake_http ANSWERS_JSON` in a process of its own (so it owns its listening
 socket, as Jupyter does); it prints its port on stdout once it listens. ANSWERS_JSON maps
 "PATH" or "PATH auth" (a request with an Authorization header or a token query) to
-[status, content type, body, Location]; anything else is 404.
+[status, content type, body, Location]; anything else is 404. An entry "@hold": [PATH, FILE, SECONDS]
+makes the answer to PATH wait SECONDS after creating FILE, so a test can act in that window.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -22,6 +25,10 @@ def _handler(answers: dict[str, list[Any]]) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path, _, query = self.path.partition("?")
             authed = "Authorization" in self.headers or "token=" in query
+            held = answers.get("@hold")
+            if held and held[0] == path:
+                Path(held[1]).touch()
+                time.sleep(held[2])
             status, kind, body, location = answers.get(
                 f"{path} auth" if authed else path, answers.get(path, [404, "text/html", "", ""])
             )

@@ -19,6 +19,8 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +344,34 @@ def test_readiness_ignores_an_answer_from_a_process_that_is_not_ours() -> None:
             ours.kill()
             ours.wait()
     assert verdict["stage"] == "exited", verdict
+
+
+def test_readiness_ignores_an_answer_that_outlives_our_process(tmp_path: Path) -> None:
+    """The race the parallel suite hit: our Jupyter is alive when the other server takes the
+    request, and gone (port taken, exited, reaped) when the answer arrives. The verdict is that
+    it exited, not that the other server rejected our token. The other server holds its answer
+    until the test has ended and reaped our process, so the window is certain, not lucky."""
+    asked = tmp_path / "asked"
+    answers = {"/api": API, "/api/kernelspecs": REFUSED, "@hold": ["/api", str(asked), 1.5]}
+    with fake_server(answers) as (_, port):
+        ours = subprocess.Popen(["sleep", "60"])
+        reaper = threading.Thread(target=_end_when_asked, args=(ours, asked))
+        reaper.start()
+        try:
+            verdict = _wait(ours.pid, port)
+        finally:
+            ours.kill()
+            reaper.join()
+    assert asked.exists(), "the other server was never asked"
+    assert verdict["stage"] == "exited", verdict
+
+
+def _end_when_asked(proc: subprocess.Popen[bytes], asked: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not asked.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
 
 
 def _tls_listener(directory: Path) -> TcpServer:
