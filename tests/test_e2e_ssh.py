@@ -26,7 +26,7 @@ from tests.conftest import (
     ours_listening,
     wait_for,
 )
-from tests.sshd import running_sshd
+from tests.sshd import free_port, running_sshd
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
 
@@ -200,7 +200,9 @@ def test_changed_host_key_refused(env: Env, tmp_path: Path) -> None:
 
 
 def test_up_twice_reuses_and_reattaches_after_keeper_killed(env: Env) -> None:
-    url1, port, token = up(env)
+    # A first port from outside 8888 upward, where the suite's other `up`s pick theirs: the dead
+    # keeper's port is then still free for the third `up`, which prefers it unasked.
+    url1, port, token = up(env, "--local-port", str(free_port()))
     url2, _, _ = up(env)
     assert url2 == url1
     servers = remote_servers(env)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests.conftest import Env, jupyters_under, wait_for
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd, free_port, running_sshd
 from tests.tunnel_helpers import URL_RE, Kernel, answers, root_profile, status_of, up_json
 
 OUTAGE_S = float(os.environ.get("COLABTUNNEL_TEST_OUTAGE_S", "40"))
@@ -141,7 +141,9 @@ def test_two_ups_at_once_make_one_tunnel(env: Env, own_sshd: Sshd) -> None:
 
 
 def test_killed_keeper_then_up_keeps_the_kernel_and_its_state(env: Env, own_sshd: Sshd) -> None:
-    tunnel = _up(env)
+    # A first port from outside 8888 upward, where the suite's other `up`s pick theirs: the dead
+    # keeper's port is then still free for the second `up`, which prefers it unasked.
+    tunnel = up_json(env, "rel", "--local-port", str(free_port()))
     port, token = tunnel["local_port"], tunnel["url"].split("token=")[1]
     kernel = Kernel(port, token)
     kernel.run("x = 41")

@@ -20,6 +20,7 @@ import pytest
 from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import Env, leftover_processes, wait_for
 from tests.slurm_cluster import SlurmCluster
+from tests.sshd import free_port
 from tests.tunnel_helpers import Kernel
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
@@ -143,8 +144,8 @@ def test_sbatch_rejection_is_its_own_error_line(cluster_env: tuple[Env, SlurmClu
     _nothing_left(env, cluster, "greedy")
 
 
-def _up(env: Env, name: str) -> dict:
-    done = env.run("up", name, "--json", timeout=300)
+def _up(env: Env, name: str, *args: str) -> dict:
+    done = env.run("up", name, "--json", *args, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["tunnel"]
 
@@ -271,7 +272,9 @@ def test_a_killed_keeper_then_up_reattaches_to_the_same_job(
 
     env, cluster = cluster_env
     _cluster_profile(env, cluster, "again")
-    first = _up(env, "again")
+    # The first port from outside 8888 upward, where the suite's other `up`s pick theirs: the
+    # dead keeper's port is then still free for the second `up`, which prefers it unasked.
+    first = _up(env, "again", "--local-port", str(free_port()))
     os.kill(first["keeper_pid"], signal.SIGKILL)
     second = _up(env, "again")
     assert second["url"] == first["url"]

@@ -27,8 +27,8 @@ from tests.sshd import Sshd
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
 
-def up_json(env: Env, name: str) -> dict:
-    done = env.run("up", name, "--json")
+def up_json(env: Env, name: str, *args: str) -> dict:
+    done = env.run("up", name, "--json", *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["tunnel"]
 
