@@ -24,6 +24,7 @@ from tests.auth_servers import (
     tty_run,
 )
 from tests.conftest import ACTIVATE, Env, wait_for
+from tests.sshd import free_port
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
@@ -186,9 +187,9 @@ def _otp_profile(env: Env, server: KbdServer, name: str = "otp") -> None:
     )
 
 
-def _tty_up(name: str, answers: dict[str, str]) -> str:
+def _tty_up(name: str, answers: dict[str, str], *args: str) -> str:
     result = tty_run(
-        [sys.executable, "-m", "colabtunnel", "up", name],
+        [sys.executable, "-m", "colabtunnel", "up", name, *args],
         env=dict(os.environ),
         answers=answers,
         timeout=120,
@@ -221,7 +222,9 @@ def test_reconnect_that_needs_a_new_code_is_needs_login_then_up_relogs(
 ) -> None:
     otp_server.single_use = True
     _otp_profile(env, otp_server)
-    first = _tty_up("otp", {OTP_PROMPT: otp_server.code})
+    # A first port from outside 8888 upward, where the suite's other `up`s pick theirs: the old
+    # keeper's port is then still free when the new keeper takes it over.
+    first = _tty_up("otp", {OTP_PROMPT: otp_server.code}, "--local-port", str(free_port()))
     url = URL_RE.search(first).group(0)  # type: ignore[union-attr]
     otp_server.drop_connections()
 

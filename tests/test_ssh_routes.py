@@ -25,7 +25,7 @@ import requests
 from colabtunnel.jupyter.probe import run_probe
 from tests.auth_servers import JumpChain, _start_sshd, _stop, jump_chain, require_root
 from tests.conftest import ACTIVATE, Env, leftover_processes, wait_for
-from tests.sshd import Sshd, keygen, running_sshd
+from tests.sshd import Sshd, free_port, keygen, running_sshd
 from tests.test_reliability import Kernel
 
 
@@ -350,7 +350,9 @@ def test_proxy_that_wants_a_sign_in_makes_a_reconnect_needs_login(env: Env, tmp_
         ),
     )
     env.write_profile("signin", host="gpu-signin", activate=ACTIVATE, keepalive=2)
-    tunnel = _up(env, "signin")
+    # A first port from outside 8888 upward, where the suite's other `up`s pick theirs: the old
+    # keeper's port is then still free when the new keeper takes it over.
+    tunnel = _up(env, "signin", "--local-port", str(free_port()))
     expired.touch()
     for proxy in _proxies_of(tunnel["keeper_pid"]):
         proxy.kill()  # the link drops
