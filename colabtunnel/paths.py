@@ -109,3 +109,22 @@ def _is_under(path: Path, home: Path) -> bool:
         return path.absolute().is_relative_to(home.absolute())
     except (OSError, ValueError):
         return False
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (a temp file beside it, then os.replace), mode 0600
+    from the start: a reader sees the old file or the new one, never half of one."""
+    import contextlib
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if os.name == "posix":
+            os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from colabtunnel import paths, slurm_settings
+from colabtunnel import durations, paths, slurm_settings
 from colabtunnel.errors import ConfigError
 from colabtunnel.slurm_settings import SlurmSettings
 
@@ -83,6 +83,8 @@ class Profile:
     env: Mapping[str, str] = field(default_factory=FrozenEnv)  # stored as a FrozenEnv
     jupyter_args: tuple[str, ...] = ()
     keepalive: int = 15
+    # Seconds without activity after which Jupyter culls its kernels and exits; None = never.
+    idle_timeout: int | None = None
     launcher: str = "direct"  # where Jupyter runs: launchers/ (direct, slurm)
     slurm: SlurmSettings | None = None  # [profiles.NAME.slurm], for launcher = "slurm"
     source: Path | None = None  # the file it was read from; None for the built-in `local`
@@ -423,6 +425,25 @@ def _keepalive(value: object, key: str, where: _Where) -> int:
     return _integer(value, key, where, 1, 3600, "15")
 
 
+IDLE_TIMEOUT_RANGE_S = (10, 30 * 86400)
+
+
+def _idle_timeout(value: object, key: str, where: _Where) -> int | None:
+    """A duration ("2h", "30m", "1h30m", "45s", or seconds), or "off"."""
+    if value in ("off", 0):
+        return None
+    seconds = durations.human_seconds(str(value)) if isinstance(value, str | int) else None
+    low, high = IDLE_TIMEOUT_RANGE_S
+    if isinstance(value, bool) or seconds is None or not low <= seconds <= high:
+        raise where.fail(
+            key,
+            f"key '{key}' must be a duration from {low}s to {high // 86400} days, or \"off\", "
+            f"got {_describe(value)}",
+            f'for example: {key} = "2h" (Jupyter then exits after two hours with nothing to do)',
+        )
+    return seconds
+
+
 def _app(value: object, key: str, where: _Where) -> str:
     if value not in APPS:
         close = difflib.get_close_matches(value, APPS, n=1) if isinstance(value, str) else []
@@ -483,6 +504,7 @@ _CHECKS: dict[str, Callable[[object, str, _Where], Any]] = {
     "env": _env,
     "jupyter_args": _string_list,
     "keepalive": _keepalive,
+    "idle_timeout": _idle_timeout,
     "launcher": _launcher,
     "slurm": slurm_settings.check,
 }

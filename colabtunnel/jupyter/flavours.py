@@ -200,6 +200,7 @@ def server_args(
     ip: str = "127.0.0.1",
     shimmed: Collection[str] = (),
     extra: Sequence[str] = (),
+    idle_timeout: int | None = None,
 ) -> list[str]:
     """The exact arguments after `jupyter` that make this flavour serve Colab, then `extra`.
 
@@ -208,7 +209,7 @@ def server_args(
     last and win: an override they set themselves is left out, as Jupyter exits on a flag given
     twice ("base_url only accepts one value, got 2"). `port` may be a placeholder the job fills
     in (a Slurm job picks its port on the node); `ip` is the node's address only when a cluster
-    profile asks for network access.
+    profile asks for network access. `idle_timeout` (seconds) adds idle_args.
     """
     p = flavour.prefix
     args = [
@@ -226,6 +227,33 @@ def server_args(
     if flavour.shim:
         overrides += [override_flag(flavour.shim, o) for o in OVERRIDES if o.trait in shimmed]
     args += [flag for flag in overrides if not _given(extra, flag)]
+    if idle_timeout:
+        args += [flag for flag in idle_args(flavour, idle_timeout) if not _given(extra, flag)]
     if allow_root:
         args.append("--allow-root")
     return args + list(extra)
+
+
+# Jupyter's kernel manager class in every flavour (jupyter_server's AsyncMappingKernelManager and
+# Notebook 6's own subclass both read this section).
+KERNEL_MANAGER = "MappingKernelManager"
+
+
+def cull_interval(idle_timeout: int) -> int:
+    """How often Jupyter looks for idle kernels: a quarter of the timeout, 1 s to 5 min."""
+    return max(1, min(300, idle_timeout // 4))
+
+
+def idle_args(flavour: Flavour, idle_timeout: int) -> list[str]:
+    """Jupyter's own idle ending: a kernel with no activity for `idle_timeout` s is culled, even
+    with a browser tab connected (cull_connected: an open, untouched Colab tab must not hold the
+    GPU), never while it runs code (cull_busy off); with no kernel left and no API request for
+    as long, the server exits (it checks once a minute)."""
+    k = KERNEL_MANAGER
+    return [
+        f"--{flavour.prefix}.shutdown_no_activity_timeout={idle_timeout}",
+        f"--{k}.cull_idle_timeout={idle_timeout}",
+        f"--{k}.cull_interval={cull_interval(idle_timeout)}",
+        f"--{k}.cull_connected=True",
+        f"--{k}.cull_busy=False",
+    ]

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -102,18 +101,8 @@ def _ensure_dir() -> Path:
 
 
 def write(record: Record) -> None:
-    directory = _ensure_dir()
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{record.profile}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(asdict(record), fh, indent=2)
-        if os.name == "posix":
-            os.chmod(tmp, 0o600)
-        os.replace(tmp, _record_path(record.profile))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _ensure_dir()
+    paths.write_private(_record_path(record.profile), json.dumps(asdict(record), indent=2))
 
 
 def read(profile: str) -> Record | None:
