@@ -6,7 +6,7 @@ connection it already holds (no second login, no new prompt). The asker never wa
 its timeout, so `status` cannot hang on a keeper that is busy, stuck or gone.
 
 Questions are a fixed table (`handlers`): "gpus", the GPUs' use now; "job", what the launcher says
-beyond the tunnel (a Slurm job's state and time left).
+beyond the tunnel (a Slurm job's state and time left); "activity", when Jupyter was last used.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ ANSWER_LIMIT = 1 << 20
 GPU_QUERY_S = 2.5  # how long the host's GPU tools may take (then they are killed)
 SCRIPT_MARGIN_S = 1.5  # the round trip and the host's Python starting, on top of that
 ASK_TIMEOUT_S = GPU_QUERY_S + SCRIPT_MARGIN_S + 0.5  # what `status` waits for a keeper, at most
+ACTIVITY_S = 3.0  # Jupyter's /api/status through the forwarded port
 # Unix socket paths are limited (108 bytes on Linux, 104 on macOS, the NUL included).
 MAX_SOCKET_PATH = 100
 
@@ -88,7 +89,10 @@ def tunnel_handlers(tunnel: Tunnel) -> dict[str, Handler]:
             return {"ok": False, "reason": "the SSH connection is down (reconnecting)"}
         return {"ok": True, "job": tunnel.launcher_details()}
 
-    return {"gpus": gpu_use, "job": job}
+    def activity() -> dict[str, Any]:
+        return tunnel.activity(timeout=ACTIVITY_S)
+
+    return {"gpus": gpu_use, "job": job, "activity": activity}
 
 
 @contextlib.contextmanager

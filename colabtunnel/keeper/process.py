@@ -24,8 +24,8 @@ from typing import IO, Any
 from colabtunnel import paths
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.keeper import control as keeper_control
+from colabtunnel.keeper import ended, startup, state
 from colabtunnel.keeper import launch as keeper_launch
-from colabtunnel.keeper import startup, state
 from colabtunnel.keeper.tunnel import Reporter, Tunnel, UpOptions
 from colabtunnel.logs import setup_file_logging
 from colabtunnel.output import Prompter, confirm
@@ -337,7 +337,9 @@ def _serve(tunnel: Tunnel, record: state.Record, signals: _ServeSignals | None =
         )
     finally:
         stop_remote = not signals.released.is_set()
-        if stop_remote:
+        if record.health == "ended":
+            log.info("Jupyter ended itself: removing what is left of it, then exiting")
+        elif stop_remote:
             log.info("stopping (SIGTERM)")
         else:
             log.info("handing the tunnel to a new keeper (SIGUSR1); Jupyter stays up")
@@ -345,6 +347,16 @@ def _serve(tunnel: Tunnel, record: state.Record, signals: _ServeSignals | None =
         stopped = tunnel.close(stop_remote=stop_remote)
         log.info("remote Jupyter stopped: %s", stopped)
         current = state.read(record.profile)
+        if record.health == "ended" and tunnel.profile.idle_timeout:
+            ended.write(
+                ended.Ended(
+                    record.profile,
+                    "idle",
+                    tunnel.profile.idle_timeout,
+                    record.host,
+                    record.launcher,
+                )
+            )
         if current is not None and current.keeper_pid == os.getpid():
             if stop_remote and stopped is None:
                 # `down` reads this and tells the user how to stop it by hand

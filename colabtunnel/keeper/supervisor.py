@@ -65,6 +65,8 @@ class Kept(Protocol):
 
     def remote_alive(self, timeout: float) -> RemoteState: ...
 
+    def ended(self, timeout: float) -> str | None: ...
+
     def drop_connection(self) -> None: ...
 
     def reconnect(self, deadline: float) -> Attempt: ...
@@ -72,7 +74,7 @@ class Kept(Protocol):
 
 @dataclass(frozen=True)
 class Health:
-    state: str = "ok"  # ok | reconnecting | needs-login | remote-dead | host-key-changed
+    state: str = "ok"  # ok | reconnecting | needs-login | remote-dead | host-key-changed | ended
     attempt: int = 0
     retry_at: float = 0.0  # epoch seconds of the next attempt; 0 while one is under way
     detail: str = ""  # what the attempt waits for, why the last one failed, or the new host key
@@ -94,6 +96,8 @@ class Supervisor:
         while not stop.is_set():
             began = time.monotonic()
             lost = self._check()
+            if self.health.state == "ended":
+                return  # Jupyter ended itself (idle_timeout): nothing left to keep
             if lost is None:
                 self._idle(stop, until=began + self.interval)
                 continue
@@ -109,6 +113,12 @@ class Supervisor:
         remote = self.tunnel.remote_alive(timeout=deadline)
         if remote == "unanswered":
             return f"no answer to a channel request within {deadline:.0f} s"
+        if remote == "refused" and self.health.state != "remote-dead":
+            why = self.tunnel.ended(timeout=deadline)
+            if why == "idle":
+                log.info("Jupyter ended itself: nothing to do for the profile's idle_timeout")
+                self._set(Health("ended", detail="idle"))
+                return None
         if remote == "refused":
             if self.health.state != "remote-dead":
                 log.warning(

@@ -378,6 +378,29 @@ class Tunnel:
         asker.join(timeout)  # paramiko's own timeout for a channel request is longer
         return answer[0] if answer else "unanswered"
 
+    def ended(self, timeout: float) -> str | None:
+        """Why Jupyter is gone, asked where it ran: "idle" (it ended itself), else None. Only
+        asked for a profile with idle_timeout: nothing else ends Jupyter by itself."""
+        if self.opened is None or self.host is None or not self.profile.idle_timeout:
+            log.info(
+                "not asking why Jupyter ended: no idle_timeout (%s)", self.profile.idle_timeout
+            )
+            return None
+        host, handle = self.host, self.opened.server.handle
+        answer: list[str | None] = []
+
+        def ask() -> None:
+            try:
+                answer.append(self.launcher.ended(host, self.profile, handle))
+            except Exception as exc:  # a link that died meanwhile: the next check sees it
+                log.info("could not ask why Jupyter ended: %s", exc)
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        asker.join(timeout)
+        log.info("why Jupyter ended, as the host says: %s", answer[0] if answer else "no answer")
+        return answer[0] if answer else None
+
     def reaches(self, endpoint: tuple[str, int]) -> bool | None:
         """Does `endpoint` accept a connection through the tunnel's far end? None: the link is
         down, so it cannot be told."""
@@ -400,6 +423,21 @@ class Tunnel:
         if self.host is None or self.opened is None:
             return None
         return self.launcher.details(self.host, self.profile, self.opened.server.handle)
+
+    def activity(self, timeout: float) -> dict[str, Any]:
+        """When Jupyter was last used (its own /api/status), asked through the forwarded port:
+        the connection the keeper holds, no new login."""
+        from colabtunnel.jupyter import activity
+
+        if self.opened is None:
+            return {"ok": False, "reason": "the tunnel is not open"}
+        if self.connection is not None and not self.connection.alive:
+            return {"ok": False, "reason": "the SSH connection is down (reconnecting)"}
+        try:
+            found = activity.ask(self.opened.local_port, self.opened.server.token, timeout)
+        except activity.Unknown as exc:
+            return {"ok": False, "reason": str(exc)}
+        return {"ok": True, **found.to_json(), "idle_timeout": self.profile.idle_timeout}
 
     def drop_connection(self) -> None:
         self._connected.clear()

@@ -161,6 +161,9 @@ class Launcher(Protocol):
     def stop(self, host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
         """Stop it and remove what holds its token; True if something was running."""
 
+    def ended(self, host: Host, profile: Profile, handle: dict[str, Any]) -> str | None:
+        """Why it is gone, once it is: "idle" (it ended itself: idle_timeout), else None."""
+
     def logs(
         self, host: Host, profile: Profile, lines: int, follow: bool, sink: Callable[[str], None]
     ) -> int:

@@ -126,13 +126,19 @@ def _start_on(
     """One start of Jupyter on `port`: the start script and its wait, one round trip."""
     shimmed = hostconfig.shimmed(info.config, flavour)
     args = flavours.server_args(
-        flavour, port, allow_root=info.uid == 0, shimmed=shimmed, extra=profile.jupyter_args
+        flavour,
+        port,
+        allow_root=info.uid == 0,
+        shimmed=shimmed,
+        extra=profile.jupyter_args,
+        idle_timeout=profile.idle_timeout,
     )
     exports = [f"export {name}={remote.quote(value)}" for name, value in profile.env.items()]
     exports.append(f"export JUPYTER_TOKEN={remote.quote(token)}")
-    template = "".join(
-        remote.text(name) for name in ("rundir.sh", "preamble.sh", "started.sh", "start.sh")
-    )
+    fragments = ["rundir.sh", "preamble.sh", "started.sh", "start.sh"]
+    if profile.idle_timeout:
+        fragments += ["idle_line.sh", "idle_watch.sh"]
+    template = "".join(remote.text(name) for name in fragments)
     template += remote.heredoc("wait.py", '"$CT_PID" __CT_PORT__ __CT_TIMEOUT__ __CT_REQUESTS__')
     script = remote.render(
         template,
@@ -192,6 +198,14 @@ def stop(host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
     )
     data, _ = result(host, script, STOP_GRACE_S + INSPECT_TIMEOUT, "stopping Jupyter")
     return bool(data.get("was_running"))
+
+
+def ended(host: Host, profile: Profile, handle: dict[str, Any]) -> str | None:
+    """Why the server is gone when its port refuses: "idle" when Jupyter ended itself for
+    having nothing to do (idle_timeout), else None (a crash, a kill: not known)."""
+    script = remote.script("idle_line.sh", "ended.sh", profile=remote.quote(profile.name))
+    data, _ = result(host, script, INSPECT_TIMEOUT, "asking why Jupyter ended")
+    return "idle" if data.get("ended") == "idle" else None
 
 
 def log_tail(host: Host, profile: Profile, lines: int = 50) -> str:

@@ -30,7 +30,7 @@ from colabtunnel.findings import FAIL, PASS, WARN, Finding
 from colabtunnel.jupyter import flavours, hostconfig
 from colabtunnel.jupyter.flavours import Flavour
 from colabtunnel.jupyter.gpus import GpuReport
-from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo
+from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo, result
 from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server, stream_masked
 from colabtunnel.launchers import slurm_queue as queue
 from colabtunnel.profiles import Profile
@@ -193,6 +193,7 @@ def start(
             shimmed=shimmed,
             extra=profile.jupyter_args,
             ip=ip,
+            idle_timeout=profile.idle_timeout,
         ),
         "flavour": flavour.key,
         "classic": flavour.key == "notebook6",  # reads no token file: the launcher passes it on
@@ -555,6 +556,19 @@ def logs(
         follow="-F" if follow else "",
     )
     return stream_masked(host, script, sink)
+
+
+def ended(host: Host, profile: Profile, handle: dict[str, Any]) -> str | None:
+    """ "idle" when the job's Jupyter ended itself for having nothing to do (idle_timeout): the
+    job then ends COMPLETED and its GPUs are free. None: not known (a crash, a cancel)."""
+    script = remote.render(
+        remote.text("slurm_session.sh")
+        + remote.text("idle_line.sh")
+        + remote.text("slurm_ended.sh"),
+        **_session_values(profile),
+    )
+    data, _ = result(host, script, INSPECT_TIMEOUT, "asking why the job's Jupyter ended")
+    return "idle" if data.get("ended") == "idle" else None
 
 
 def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 # Joined after the preamble and started.sh. __CT_EXPORTS__ holds `export NAME=value` lines, the token among them:
 # this text travels on the SSH channel's stdin only, never on a command line.
 __CT_EXPORTS__
+rm -f "$RUN_DIR.ended"  # what an earlier server's idle end left, now read or outdated
 printf '%s' "$JUPYTER_TOKEN" >"$RUN_DIR/token"
 printf '%s\n' __CT_PORT__ >"$RUN_DIR/port"
 printf '%s\n' __CT_FLAVOUR__ >"$RUN_DIR/flavour"

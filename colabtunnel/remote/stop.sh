@@ -15,6 +15,7 @@ ours() {  # is $PID still the process start.sh launched?
   # A run directory from before start times were recorded: its command line, never cut short.
   ps -ww -p "$PID" -o args= 2>/dev/null | grep -q jupyter
 }
+rm -f "$RUN_DIR.ended"
 case "$PID" in ''|*[!0-9]*) rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0;; esac
 if ! ours; then
   rm -rf "$RUN_DIR"; ct_result '{"ok": true, "was_running": false}'; exit 0
