@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -108,6 +109,10 @@ def up(
     local_port: Annotated[int | None, typer.Option(help="Local port (1-65535).")] = None,
     remote_port: Annotated[int | None, typer.Option(help="Port on the host (1-65535).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for Jupyter.")] = 120.0,
+    idle_timeout: Annotated[
+        str | None,
+        typer.Option(help='End Jupyter after this long with nothing to do ("2h", "30m", "off").'),
+    ] = None,
     json_out: JsonOpt = False,
     copy: CopyOpt = False,
     open_: OpenOpt = False,
@@ -119,7 +124,7 @@ def up(
     progress = output.Progress(quiet=quiet)
     handoff = _Handoff(copy=copy, open_=open_, quiet=quiet)
     prompter = output.TerminalPrompter()
-    request = cmd.UpRequest(profile, accept_new, timeout, local_port, remote_port)
+    request = cmd.UpRequest(profile, accept_new, timeout, local_port, remote_port, idle_timeout)
     json_command = "up" if json_out else None
     if foreground:
 
@@ -222,21 +227,29 @@ def status(
     from colabtunnel.commands import status as cmd
 
     records = _run(lambda: cmd.status(profile), json_command="status" if json_out else None)
+    ended = cmd.ended_notes(profile)
     use = {} if no_gpu else cmd.gpu_use(records)
     jobs = cmd.job_details(records)
+    idle = cmd.idle(records)
+    now = time.time()
     if json_out:
         tunnels = [
             {
                 **r.public(),
                 "gpu_use": cmd.gpu_use_json(use.get(r.profile)),
                 "job": jobs.get(r.profile),
+                "activity": idle[r.profile].to_json(now) if r.profile in idle else None,
             }
             for r in records
         ]
-        output.emit_json("status", ok=True, tunnels=tunnels)
+        output.emit_json(
+            "status", ok=True, tunnels=tunnels, ended=[cmd.ended_json(n) for n in ended]
+        )
         return
+    _print_ended(ended)
     if not records:
-        print("no tunnels are up", file=sys.stderr)
+        if not ended:
+            print("no tunnels are up", file=sys.stderr)
         return
     print(f"{'PROFILE':<14} {'HEALTH':<13} {'UPTIME':>7}  {'LOCAL':>5} {'REMOTE':>6}  HOST / URL")
     for r in records:
@@ -247,9 +260,19 @@ def status(
         print(f"{'':<14} {r.url}")
         for line in cmd.job_lines(jobs[r.profile]) if r.profile in jobs else []:
             print(f"{'':<14} {line}")
+        if r.profile in idle:
+            print(f"{'':<14} {idle[r.profile].line(now)}")
         if r.profile in use:
             for line in use[r.profile].lines(output.where(r.host)):
                 print(f"{'':<14} {line}")
+
+
+def _print_ended(notes: list[Any]) -> None:
+    for note in notes:
+        ago = output.duration(time.time() - note.at)
+        print(
+            f"{note.profile:<14} {note.text()}, {ago} ago; `colabtunnel up {note.profile}` starts a new one"
+        )
 
 
 @app.command()

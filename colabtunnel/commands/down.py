@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from colabtunnel import launchers
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.keeper import manual_stop, state
+from colabtunnel.keeper import ended, manual_stop, state
 from colabtunnel.keeper import process as keeper
 from colabtunnel.keeper.tunnel import Reporter
 from colabtunnel.output import Prompter
@@ -31,11 +31,14 @@ def down(
         for name in names:
             get_profile(name)  # an unknown name is a configuration error, before anything stops
     targets = names or [record.profile for record in state.all_records()]
+    for note in ended.all_notes() if not names else []:
+        ended.take(note.profile)  # `down` with no name forgets every idle end too
     return [_down_one(name, reporter, prompter) for name in targets]
 
 
 def _down_one(name: str, reporter: Reporter, prompter: Prompter | None) -> DownResult:
     with state.lock(name, KEEPER_EXIT_S * 2):
+        ended.take(name)  # nothing of it runs: its Jupyter ended itself
         record = state.read(name)
         if record is None:
             return DownResult(name, was_up=False)

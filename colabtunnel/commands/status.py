@@ -7,17 +7,29 @@ bounded by a short timeout, so one stuck host cannot make `status` hang.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from colabtunnel import durations
 from colabtunnel.jupyter.gpus import GpuReport
-from colabtunnel.keeper import state
+from colabtunnel.keeper import ended, state
 
 
 def status(name: str | None = None) -> list[state.Record]:
     names = [name] if name else [record.profile for record in state.all_records()]
     records = (state.live(n) for n in names)
     return [r for r in records if r is not None]
+
+
+def ended_notes(name: str | None = None) -> list[ended.Ended]:
+    """Tunnels whose Jupyter ended itself (idle_timeout) since their last `up`, unless one is up
+    again."""
+    notes = ended.all_notes() if name is None else [n for n in [ended.read(name)] if n]
+    return [n for n in notes if state.peek(n.profile) is None]
+
+
+def ended_json(note: ended.Ended) -> dict[str, Any]:
+    return {**asdict(note), "text": note.text()}
 
 
 @dataclass(frozen=True)
@@ -42,12 +54,20 @@ def gpu_use_json(use: GpuUse | None) -> dict[str, Any] | None:
     return {"gpus": use.report.public(), "problems": list(use.report.problems)}
 
 
-def gpu_use(records: list[state.Record]) -> dict[str, GpuUse]:
-    """Ask every tunnel's keeper at once; each answers, or says why not, within its timeout."""
-    found: dict[str, GpuUse] = {}
+def _ask_all(
+    records: list[state.Record], question: str, timeout: float
+) -> dict[str, dict[str, Any]]:
+    """Every record's keeper asked at once; each answers, or says why not (`ok` false and a
+    `reason`), within its timeout."""
+    from colabtunnel.keeper import control as keeper_control
+
+    found: dict[str, dict[str, Any]] = {}
 
     def ask(profile: str) -> None:
-        found[profile] = _ask_keeper(profile)
+        try:
+            found[profile] = keeper_control.ask(profile, question, timeout=timeout)
+        except keeper_control.Unavailable as exc:
+            found[profile] = {"ok": False, "reason": str(exc)}
 
     threads = [threading.Thread(target=ask, args=(r.profile,), daemon=True) for r in records]
     for thread in threads:
@@ -57,33 +77,92 @@ def gpu_use(records: list[state.Record]) -> dict[str, GpuUse]:
     return found
 
 
+def _reason(answer: dict[str, Any], default: str) -> str:
+    return str(answer.get("reason") or default)
+
+
+def gpu_use(records: list[state.Record]) -> dict[str, GpuUse]:
+    """The GPUs' use now, from every tunnel's keeper."""
+    from colabtunnel.keeper.control import ASK_TIMEOUT_S
+
+    return {
+        profile: GpuUse(report=GpuReport.from_json(answer.get("gpus")))
+        if answer.get("ok")
+        else GpuUse(problem=_reason(answer, "the keeper could not tell"))
+        for profile, answer in _ask_all(records, "gpus", ASK_TIMEOUT_S).items()
+    }
+
+
 JOB_ASK_S = 9.0  # the login node gives squeue 5 s, then it is "scheduler unreachable"
 
 
 def job_details(records: list[state.Record]) -> dict[str, dict[str, Any]]:
-    """For tunnels whose launcher has more to say (a Slurm job): what its keeper sees now, asked
-    in parallel; a keeper that cannot answer gives `problem` instead."""
-    from colabtunnel.keeper import control as keeper_control
-
+    """For tunnels whose launcher has more to say (a Slurm job): what its keeper sees now; a
+    keeper that cannot answer gives `problem` instead."""
     found: dict[str, dict[str, Any]] = {}
-
-    def ask(record: state.Record) -> None:
-        try:
-            answer = keeper_control.ask(record.profile, "job", timeout=JOB_ASK_S)
-        except keeper_control.Unavailable as exc:
-            found[record.profile] = {"problem": str(exc)}
-            return
-        if answer.get("ok") and isinstance(answer.get("job"), dict):
-            found[record.profile] = answer["job"]
-        elif not answer.get("ok"):
-            found[record.profile] = {"problem": str(answer.get("reason") or "no answer")}
-
     asking = [r for r in records if r.launcher != "direct"]
-    threads = [threading.Thread(target=ask, args=(r,), daemon=True) for r in asking]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    for profile, answer in _ask_all(asking, "job", JOB_ASK_S).items():
+        if not answer.get("ok"):
+            found[profile] = {"problem": _reason(answer, "no answer")}
+        elif isinstance(answer.get("job"), dict):
+            found[profile] = answer["job"]
+    return found
+
+
+ACTIVITY_ASK_S = 5.0  # the keeper's own 3 s for Jupyter's answer, and the local round trip
+
+
+@dataclass(frozen=True)
+class Idle:
+    """How long since Jupyter was last used and, with idle_timeout, when it ends by itself."""
+
+    last_activity: float | None = None  # epoch seconds
+    idle_timeout: int | None = None
+    problem: str | None = None
+
+    def idle_s(self, now: float) -> float | None:
+        return None if self.last_activity is None else max(0.0, now - self.last_activity)
+
+    def ends_at(self) -> float | None:
+        """The earliest moment Jupyter may end itself; it checks once a minute, so it ends up to
+        a minute later."""
+        if self.last_activity is None or not self.idle_timeout:
+            return None
+        return self.last_activity + self.idle_timeout
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        idle = self.idle_s(now)
+        return {
+            "last_activity": self.last_activity,
+            "idle_s": None if idle is None else round(idle, 1),
+            "idle_timeout": self.idle_timeout,
+            "ends_at": self.ends_at(),
+            "problem": self.problem,
+        }
+
+    def line(self, now: float) -> str:
+        idle = self.idle_s(now)
+        if idle is None:
+            return f"last activity unknown: {self.problem}"
+        text = f"last activity {durations.short_duration(int(idle))} ago"
+        ends = self.ends_at()
+        if ends is not None:
+            left = int(max(0.0, ends - now))
+            text += (
+                f" · ends when idle for {durations.short_duration(self.idle_timeout or 0)}"
+                f" (in {durations.short_duration(left)} if unused)"
+            )
+        return text
+
+
+def idle(records: list[state.Record]) -> dict[str, Idle]:
+    """Every tunnel's last activity, asked of its keeper (no new SSH login)."""
+    found: dict[str, Idle] = {}
+    for profile, answer in _ask_all(records, "activity", ACTIVITY_ASK_S).items():
+        if answer.get("ok"):
+            found[profile] = Idle(answer.get("last_activity"), answer.get("idle_timeout"))
+        else:
+            found[profile] = Idle(problem=_reason(answer, "the keeper could not tell"))
     return found
 
 
@@ -102,15 +181,3 @@ def job_lines(details: dict[str, Any]) -> list[str]:
     if details.get("warning"):
         lines.append(f"warning: {details['warning']}")
     return lines
-
-
-def _ask_keeper(profile: str) -> GpuUse:
-    from colabtunnel.keeper import control as keeper_control
-
-    try:
-        answer = keeper_control.ask(profile, "gpus")
-    except keeper_control.Unavailable as exc:
-        return GpuUse(problem=str(exc))
-    if not answer.get("ok"):
-        return GpuUse(problem=str(answer.get("reason") or "the keeper could not tell"))
-    return GpuUse(report=GpuReport.from_json(answer.get("gpus")))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from colabtunnel import durations
 from colabtunnel.errors import EXIT_INTERRUPTED, ColabtunnelError, ConfigError
 from colabtunnel.keeper import state
 from colabtunnel.keeper.state import HANDED_OVER
@@ -31,6 +32,7 @@ class UpRequest:
     timeout: float = 120.0
     local_port: int | None = None
     remote_port: int | None = None
+    idle_timeout: str | None = None  # as typed; checked like the profile key
 
     def check(self) -> None:
         for flag, value in (("--local-port", self.local_port), ("--remote-port", self.remote_port)):
@@ -58,13 +60,15 @@ class UpResult:
 def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpResult:
     name = request.name
     request.check()
-    get_profile(name)  # fail on configuration now, before anything starts
+    # fail on configuration now, before anything starts (a bad --idle-timeout too)
+    with_overrides(get_profile(name), idle_timeout=request.idle_timeout)
     # SIGTERM is handled like Ctrl-C (this process runs no paramiko: the keeper does).
     with _sigterm_as_interrupt(), state.lock(name, request.timeout + LOCK_MARGIN_S):
         previous = state.read(name)
         running = state.live(name)
         if running is not None and state.reusable(running):
             return UpResult(running, reused=True)
+        _say_if_it_ended(name, reporter)
         from colabtunnel.keeper import process as keeper
 
         if running is not None and running.health in HANDED_OVER:
@@ -79,9 +83,24 @@ def up(request: UpRequest, reporter: Reporter, prompter: Prompter | None) -> UpR
                 "The URL (token) changes; paste the new one into Colab. Kernel state was lost."
             )
             keeper.stop(running)
-        overrides = {"local_port": request.local_port, "remote_port": request.remote_port}
+        overrides = {
+            "local_port": request.local_port,
+            "remote_port": request.remote_port,
+            "idle_timeout": request.idle_timeout,
+        }
         record = keeper.spawn(name, overrides, request.options(previous), reporter, prompter)
         return UpResult(record, reused=False)
+
+
+def _say_if_it_ended(name: str, reporter: Reporter) -> None:
+    from colabtunnel.keeper import ended
+
+    note = ended.take(name)
+    if note is not None:
+        reporter.note(
+            f"the last Jupyter of {name} {note.text()} (idle_timeout): starting a new one. "
+            "The URL (token) changes; paste the new one into Colab."
+        )
 
 
 def up_foreground(
@@ -101,7 +120,10 @@ def up_foreground(
     name = request.name
     request.check()
     profile = with_overrides(
-        get_profile(name), local_port=request.local_port, remote_port=request.remote_port
+        get_profile(name),
+        local_port=request.local_port,
+        remote_port=request.remote_port,
+        idle_timeout=request.idle_timeout,
     )
     # As the keeper does: the log file gets the warnings, the terminal only progress and notes
     # (unlogged, they went raw to stderr, paramiko's tracebacks included).
@@ -114,6 +136,7 @@ def up_foreground(
                 f"{name!r} is already up in the background",
                 hint=f"run `colabtunnel down {name}` first, or use it as it is",
             )
+        _say_if_it_ended(name, reporter)
         tunnel = Tunnel(profile, request.options(previous), reporter, creds)
         try:
             startup.open_tunnel(tunnel, keeper.INTERRUPTS, note=startup.CLEANUP_NOTE)
@@ -164,7 +187,14 @@ def _serve_foreground(
             tunnel.serve(
                 stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail)
             )
-        reporter.step("stopping: closing the tunnel and the remote Jupyter")
+        if record.health == "ended" and tunnel.profile.idle_timeout:
+            idle = durations.short_duration(tunnel.profile.idle_timeout)
+            reporter.note(
+                f"Jupyter ended itself after {idle} with nothing to do (idle_timeout); its GPUs "
+                f"are free. `colabtunnel up {record.profile}` starts a new one."
+            )
+        else:
+            reporter.step("stopping: closing the tunnel and the remote Jupyter")
     finally:
         tunnel.close(stop_remote=True)
         state.remove(record.profile)
