@@ -261,3 +261,25 @@ def test_parse_version_drops_prerelease_suffix(text: str, expected: tuple[int, .
 def test_prerelease_of_old_notebook_is_not_usable() -> None:
     with pytest.raises(ColabtunnelError):
         choose("auto", {"notebook": "5.0rc7"})
+
+
+def test_idle_timeout_becomes_the_flavours_own_culling_and_shutdown(flavour_key: str) -> None:
+    flavour = by_key(flavour_key)
+    assert not any(
+        "cull" in a or "no_activity" in a for a in server_args(flavour, 1, allow_root=False)
+    )
+    s = _settings(server_args(flavour, 9123, allow_root=False, idle_timeout=7200))
+    # the server's section is the flavour's own (NotebookApp on Notebook 6: ServerApp is ignored)
+    assert s[f"{flavour.prefix}.shutdown_no_activity_timeout"] == "7200"
+    assert s["MappingKernelManager.cull_idle_timeout"] == "7200"
+    assert s["MappingKernelManager.cull_interval"] == "300"
+    # an open, untouched Colab tab does not keep a kernel; running code does
+    assert s["MappingKernelManager.cull_connected"] == "True"
+    assert s["MappingKernelManager.cull_busy"] == "False"
+
+
+def test_a_users_own_culling_flag_wins(flavour_key: str) -> None:
+    flavour = by_key(flavour_key)
+    mine = "--MappingKernelManager.cull_interval=60"
+    args = server_args(flavour, 9123, allow_root=False, extra=[mine], idle_timeout=20)
+    assert [a for a in args if "cull_interval" in a] == [mine]

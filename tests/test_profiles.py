@@ -276,6 +276,11 @@ def test_missing_host(tmp_path: Path) -> None:
         ("keepalive = 3601", "keepalive", "1..3600"),
         ("keepalive = 1.5", "keepalive", "integer"),
         ("keepalive = false", "keepalive", "boolean"),
+        ('idle_timeout = "5s"', "idle_timeout", "from 10s to 30 days"),
+        ('idle_timeout = "31d"', "idle_timeout", "from 10s to 30 days"),
+        ('idle_timeout = "soon"', "idle_timeout", 'or "off"'),
+        ("idle_timeout = true", "idle_timeout", "boolean"),
+        ("idle_timeout = 1.5", "idle_timeout", 'idle_timeout = "2h"'),
         ('app = "jupyterlab"', "app", "auto, notebook, lab, server"),
         ("app = 1", "app", "auto, notebook, lab, server"),
         ('env = "CUDA=0"', "env", "table"),
@@ -322,3 +327,19 @@ def test_with_overrides_skips_none_and_validates() -> None:
     assert info.value.exit_code == 2 and "'local_port'" in info.value.message
     with pytest.raises(TypeError):
         with_overrides(base, colour="red")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ('"2h"', 7200),
+        ('"30m"', 1800),
+        ('"1h30m"', 5400),
+        ('"20s"', 20),
+        ("600", 600),
+        ('"off"', None),
+    ],
+)
+def test_idle_timeout_is_a_duration_or_off(tmp_path: Path, value: str, seconds: int | None) -> None:
+    path = write(tmp_path, f'[profiles.box]\nhost = "h"\nidle_timeout = {value}\n')
+    assert load_profiles(path)["box"].idle_timeout == seconds

@@ -27,7 +27,12 @@ URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
 
 
 def _cluster_profile(
-    env: Env, cluster: SlurmCluster, name: str, activate: str = "", **slurm: object
+    env: Env,
+    cluster: SlurmCluster,
+    name: str,
+    activate: str = "",
+    idle_timeout: str = "off",
+    **slurm: object,
 ) -> None:
     if cluster.python_env is None:
         pytest.skip("no Python the cluster users can run (see tests/slurm_cluster.py)")
@@ -40,6 +45,7 @@ def _cluster_profile(
         identity_file=str(cluster.user.laptop_key),
         activate=f"source {cluster.python_env}/bin/activate{activate}",
         launcher="slurm",
+        idle_timeout=idle_timeout,
     )
     lines = [f"[profiles.{name}.slurm]"]
     for key, value in slurm.items():
@@ -451,3 +457,26 @@ def test_the_srun_bridge_refuses_a_host_key_not_made_for_the_session(
         transport.close()
     finally:
         client.close()
+
+
+def test_an_idle_job_ends_completed_and_its_session_is_removed(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    """idle_timeout on a cluster: Jupyter ends itself, so the job ends COMPLETED (not TIMEOUT,
+    not CANCELLED) and the allocation is free. No slurmdbd here, so `sacct` cannot answer:
+    `scontrol show job` keeps the ended job for MinJobAge (300 s) and says how it ended."""
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "idle", idle_timeout="20s")
+    job = _up(env, "idle")["handle"]["job"]
+    began = time.monotonic()
+
+    def ended() -> bool:
+        shown = json.loads(env.run("status", "idle", "--json", "--no-gpu").stdout)
+        return any(n["profile"] == "idle" and n["why"] == "idle" for n in shown["ended"])
+
+    wait_for(ended, timeout=20 + 60 + 40, interval=2)
+    print(f"the idle job ended {time.monotonic() - began:.0f} s after up")
+    wait_for(lambda: _squeue(cluster, job) == "", timeout=30)
+    shown = cluster.admin("scontrol", "show", "job", job).stdout
+    assert "JobState=COMPLETED" in shown and "ExitCode=0:0" in shown, shown
+    _nothing_left(env, cluster, "idle")
