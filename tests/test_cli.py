@@ -80,6 +80,7 @@ def test_status_json_with_no_tunnels() -> None:
         "command": "status",
         "ok": True,
         "tunnels": [],
+        "ended": [],
     }
 
 

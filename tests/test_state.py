@@ -109,11 +109,12 @@ def test_write_is_atomic_and_leaves_no_temp_files() -> None:
 def test_failed_write_keeps_old_record_and_leaves_no_temp(monkeypatch: pytest.MonkeyPatch) -> None:
     state.write(_record())
 
-    def broken_dump(*args: object, **kwargs: object) -> None:
+    def broken_replace(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(state.json, "dump", broken_dump)
+        # fails after the temp file is written, before it takes the record's place
+        patch.setattr(paths.os, "replace", broken_replace)
         with pytest.raises(RuntimeError):
             state.write(_record(health="reconnecting"))
     assert [p.name for p in paths.state_dir().iterdir()] == ["gpu.json"]
