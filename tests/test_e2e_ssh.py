@@ -27,6 +27,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.sshd import free_port, running_sshd
+from tests.tunnel_helpers import root_profile
 
 URL_RE = re.compile(r"^http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})$", re.M)
 
@@ -219,15 +220,7 @@ def test_up_on_a_live_tunnel_opens_no_ssh_connection(env: Env, tmp_path: Path) -
     """The second `up` answers from the state record and the live keeper: the sshd accepts no
     connection meanwhile (its VERBOSE log has a line per connection accepted)."""
     with running_sshd(tmp_path / "counted", extra="LogLevel VERBOSE\n") as server:
-        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
-        env.write_profile(
-            "counted",
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            identity_file=str(server.client_key),
-            activate=ACTIVATE_LINE,
-        )
+        root_profile(env, server, "counted")
         try:
             first = env.run("up", "counted", check=True)
             accepted = server.log.read_text().count("Connection from")

@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from tests import flavour_venvs
-from tests.conftest import ACTIVATE, Env, wait_for
+from tests.conftest import Env, wait_for
 from tests.flavour_venvs import MATRIX
 from tests.sshd import running_sshd
-from tests.tunnel_helpers import Kernel, run_dir, token_of, up_json
+from tests.tunnel_helpers import Kernel, root_profile, run_dir, token_of, up_json
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -163,16 +163,7 @@ def test_status_shows_the_last_activity_and_asks_no_new_login(env: Env, tmp_path
     """The figure is Jupyter's own last_activity, asked by the keeper through the tunnel it holds:
     the sshd (VERBOSE: a line per connection accepted) sees no connection while status runs."""
     with running_sshd(tmp_path / "counted", extra="LogLevel VERBOSE\n") as server:
-        env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
-        env.write_profile(
-            "counted",
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            identity_file=str(server.client_key),
-            activate=ACTIVATE,
-            idle_timeout="2h",
-        )
+        root_profile(env, server, "counted", idle_timeout="2h")
         try:
             tunnel = up_json(env, "counted")
             kernel = Kernel(tunnel["local_port"], token_of(tunnel))
