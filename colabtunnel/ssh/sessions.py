@@ -90,13 +90,17 @@ class SessionsAhead:
             self._pending += [(command, OpenedAhead(running)) for _ in range(count)]
 
     def take(self, command: str) -> tuple[paramiko.Channel, bool]:
-        """The next channel opened ahead, else a new one; and whether `command` runs on it."""
+        """The next channel opened ahead when it runs `command`, else a new one; and whether
+        `command` runs on it already. A channel ahead runs its own command: one that runs
+        another is closed, never handed out (a second exec on it would be refused)."""
         with self._lock:
             command_ahead, opening = self._pending.pop(0) if self._pending else ("", None)
-        if opening is not None:
+        if opening is not None and command_ahead != command:
+            opening.discard()
+        elif opening is not None:
             channel = opening.result(self.timeout)
             if channel is not None:
-                return channel, command_ahead == command
+                return channel, True
         return self.transport.open_session(timeout=self.timeout), False
 
     def release(self) -> None:
