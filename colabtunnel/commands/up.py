@@ -196,10 +196,26 @@ def _serve_foreground(
         else:
             reporter.step("stopping: closing the tunnel and the remote Jupyter")
     finally:
-        tunnel.close(stop_remote=True)
-        state.remove(record.profile)
+        stopped = tunnel.close(stop_remote=True)
+        if stopped is None:
+            # Jupyter may still run there: the record stays for `down`, which tries again
+            record.set_health("stop-failed", detail=UNREACHED)
+        else:
+            state.remove(record.profile)
         for signum, handler in restore.items():
             signal.signal(signum, handler)
+    if stopped is None:
+        from colabtunnel.keeper import manual_stop
+
+        name = record.profile
+        raise ColabtunnelError(
+            f"{UNREACHED}; Jupyter for {name} may still run on {record.host}",
+            hint=f"stop it with: {manual_stop.command(name)} (or `colabtunnel down {name}` "
+            "once the host answers again)",
+        )
+
+
+UNREACHED = "the host could not be reached to stop Jupyter"
 
 
 @contextlib.contextmanager

@@ -10,12 +10,16 @@ from colabtunnel.profiles import Profile, get_profile
 
 def advice(name: str, why: str) -> str:
     """The warning for a Jupyter that may still run: why, and the exact command that stops it."""
+    where = "here" if get_profile(name).is_local else "there"
+    return f"{why}; Jupyter for {name} may still run {where}. Stop it with: {command(name)}"
+
+
+def command(name: str) -> str:
+    """The command, run on the laptop, that stops the profile's Jupyter and removes its files."""
     profile = get_profile(name)
     run_dir = f"${{XDG_STATE_HOME:-$HOME/.local/state}}/colabtunnel/{name}"
-    command = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
-    if profile.is_local:
-        return f"{why}; Jupyter for {name} may still run here. Stop it with: {command}"
-    return f"{why}; Jupyter for {name} may still run there. Stop it with: {ssh_command(profile, command)}"
+    stop = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
+    return stop if profile.is_local else ssh_command(profile, stop)
 
 
 def ssh_command(profile: Profile, command: str) -> str:
