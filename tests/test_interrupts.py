@@ -16,6 +16,7 @@ progress output) that it reached that step:
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -264,3 +265,31 @@ def test_ctrl_c_on_a_silent_link_says_within_seconds_what_may_still_run(
     assert took < 40, f"`up` took {took:.1f} s to exit"
     host.link.release()
     assert jupyters_under(host.server.remote_home), "the test's premise: Jupyter was left"
+
+
+def test_ctrl_c_on_a_serving_foreground_tunnel_with_the_host_gone_says_what_still_runs(
+    env: Env, host: Host
+) -> None:
+    """After the URL, the link goes silent and the user presses Ctrl-C: the stop cannot reach
+    the host, so `up --foreground` says so on the terminal with the command that stops Jupyter,
+    exits 1, and keeps the record: `down`, once the host answers, stops Jupyter itself."""
+    _profile(env, host)
+    proc = env.popen("up", NAME, "--foreground")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert URL_RE.search(line), line
+    host.link.hold()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "the host could not be reached to stop Jupyter" in err, err
+    assert "may still run on root@127.0.0.1" in err and "Traceback" not in err, err
+    assert "hint: stop it with: ssh -p" in err, err
+    assert jupyters_under(host.server.remote_home), "the test's premise: Jupyter was left"
+    assert json.loads((env.ct_home / "state" / f"{NAME}.json").read_text())["health"] == (
+        "stop-failed"
+    )
+    host.link.release()
+    done = env.run("down", NAME, timeout=120)
+    assert done.returncode == 0 and "its keeper is gone" in done.stderr, done.stderr
+    nothing_left(env, host.server, NAME)
