@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -170,40 +169,29 @@ def _serve_foreground(
     # could land inside paramiko between a lock's acquire() and its try, and the clean-up (the STOP
     # script goes over the same transport) would wait on that lock forever. Later ones only say
     # that the clean-up is still running: cutting it short would leave Jupyter on the host.
-    stop = threading.Event()
-    note = f"! {startup.CLEANUP_NOTE}\n".encode()
-
-    def ask_to_stop(signum: int, frame: object) -> None:
-        if stop.is_set():
-            with contextlib.suppress(OSError):
-                os.write(2, note)
-            return
-        stop.set()
-
-    restore = {s: signal.signal(s, ask_to_stop) for s in keeper.INTERRUPTS}
-    try:
-        on_ready(record)
-        with keeper_control.serving(record.profile, keeper_control.tunnel_handlers(tunnel)):
-            tunnel.serve(
-                stop, lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail)
-            )
-        if record.health == "ended" and tunnel.profile.idle_timeout:
-            idle = durations.short_duration(tunnel.profile.idle_timeout)
-            reporter.note(
-                f"Jupyter ended itself after {idle} with nothing to do (idle_timeout); its GPUs "
-                f"are free. `colabtunnel up {record.profile}` starts a new one."
-            )
-        else:
-            reporter.step("stopping: closing the tunnel and the remote Jupyter")
-    finally:
-        stopped = tunnel.close(stop_remote=True)
-        if stopped is None:
-            # Jupyter may still run there: the record stays for `down`, which tries again
-            record.set_health("stop-failed", detail=UNREACHED)
-        else:
-            state.remove(record.profile)
-        for signum, handler in restore.items():
-            signal.signal(signum, handler)
+    with startup.Signals(keeper.INTERRUPTS, startup.CLEANUP_NOTE) as signals:
+        try:
+            on_ready(record)
+            with keeper_control.serving(record.profile, keeper_control.tunnel_handlers(tunnel)):
+                tunnel.serve(
+                    signals.stop,
+                    lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail),
+                )
+            if record.health == "ended" and tunnel.profile.idle_timeout:
+                idle = durations.short_duration(tunnel.profile.idle_timeout)
+                reporter.note(
+                    f"Jupyter ended itself after {idle} with nothing to do (idle_timeout); its GPUs "
+                    f"are free. `colabtunnel up {record.profile}` starts a new one."
+                )
+            else:
+                reporter.step("stopping: closing the tunnel and the remote Jupyter")
+        finally:
+            stopped = tunnel.close(stop_remote=True)
+            if stopped is None:
+                # Jupyter may still run there: the record stays for `down`, which tries again
+                record.set_health("stop-failed", detail=UNREACHED)
+            else:
+                state.remove(record.profile)
     if stopped is None:
         from colabtunnel.keeper import manual_stop
 

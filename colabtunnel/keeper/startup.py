@@ -42,9 +42,9 @@ class Interrupted(Exception):
 
 
 class Signals:
-    """While entered, `signums` only record themselves; the `quiet_for` first ones are silent,
-    later ones print `note` (if any) with a single write(2), which is safe in a handler where
-    print() is not."""
+    """While entered, `signums` only record themselves and set `stop`; the `quiet_for` first
+    ones are silent, later ones print `note` (if any) with a single write(2), which is safe in a
+    handler where print() is not."""
 
     def __init__(
         self, signums: tuple[int, ...], note: str | None = None, quiet_for: int = 1
@@ -53,6 +53,7 @@ class Signals:
         self.note = (f"! {note}\n".encode()) if note else None
         self.quiet_for = quiet_for
         self.received: list[int] = []
+        self.stop = threading.Event()
         self._saved: dict[int, object] = {}
 
     def __enter__(self) -> Signals:
@@ -66,6 +67,7 @@ class Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
+        self.stop.set()
         if len(self.received) > self.quiet_for and self.note:
             with contextlib.suppress(OSError):
                 os.write(2, self.note)
