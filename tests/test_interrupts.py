@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import ACTIVATE, VENV_BIN, Env, jupyters_under, wait_for
@@ -195,8 +196,19 @@ def test_a_second_ctrl_c_during_the_clean_up_does_not_cut_it_short(
 def test_an_interrupt_while_the_host_lock_is_held_leaves_no_jupyter(env: Env, host: Host) -> None:
     """The start script holds the host lock from before `activate` until Jupyter's PID is on disk;
     the clean-up's STOP waits for it, so a Jupyter launched after the interrupt is still stopped."""
-    _interrupt(env, host, STEPS["starting"], signal.SIGINT)
-    # the launch that was under way when the signal came did happen, and was stopped
+    launched = host.tmp / "launched.pid"
+    wrapper = host.tmp / "recording-jupyter"
+    wrapper.write_text(f'#!/bin/sh\necho $$ >{launched}\nexec {VENV_BIN / "jupyter"} "$@"\n')
+    wrapper.chmod(0o755)
+
+    def prepare(env: Env, host: Host) -> None:
+        _profile(env, host, activate=_SLOW_ACTIVATE, jupyter=str(wrapper))
+
+    _interrupt(env, host, Step(STEPS["starting"].marker, prepare), signal.SIGINT)
+    # the launch that was under way when the signal came did happen (its wrapper ran), and was
+    # stopped: its process is gone and so is every file of it
+    assert launched.exists(), "the signal came before the launch: this test proves nothing then"
+    assert not psutil.pid_exists(int(launched.read_text())), "the launched Jupyter still runs"
     assert "jupyter.pid" not in str(list(host.server.remote_home.rglob("*")))
     nothing_left(env, host.server, NAME)
 
