@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from colabtunnel import launchers, redact
 from colabtunnel.errors import ColabtunnelError
@@ -367,37 +367,30 @@ class Tunnel:
         if self.opened is None:
             return "unknown"
         server = self.opened.server
-        answer: list[RemoteState] = []
 
-        def ask() -> None:
+        def ask() -> RemoteState:
             verdict = self.launcher.alive(self, server)
-            answer.append("unknown" if verdict is None else "up" if verdict else "refused")
+            return "unknown" if verdict is None else "up" if verdict else "refused"
 
-        asker = threading.Thread(target=ask, daemon=True)
-        asker.start()
-        asker.join(timeout)  # paramiko's own timeout for a channel request is longer
+        # paramiko's own timeout for a channel request is longer
+        answer = _answer_within(timeout, ask)
         return answer[0] if answer else "unanswered"
 
     def ended(self, timeout: float) -> str | None:
         """Why Jupyter is gone, asked where it ran: "idle" (it ended itself), else None. Only
         asked for a profile with idle_timeout: nothing else ends Jupyter by itself."""
         if self.opened is None or self.host is None or not self.profile.idle_timeout:
-            log.info(
-                "not asking why Jupyter ended: no idle_timeout (%s)", self.profile.idle_timeout
-            )
             return None
         host, handle = self.host, self.opened.server.handle
-        answer: list[str | None] = []
 
-        def ask() -> None:
+        def ask() -> str | None:
             try:
-                answer.append(self.launcher.ended(host, self.profile, handle))
+                return self.launcher.ended(host, self.profile, handle)
             except Exception as exc:  # a link that died meanwhile: the next check sees it
                 log.info("could not ask why Jupyter ended: %s", exc)
+                return None
 
-        asker = threading.Thread(target=ask, daemon=True)
-        asker.start()
-        asker.join(timeout)
+        answer = _answer_within(timeout, ask)
         log.info("why Jupyter ended, as the host says: %s", answer[0] if answer else "no answer")
         return answer[0] if answer else None
 
@@ -597,3 +590,16 @@ def _require_kernel(info: inspection.HostInfo, profile: Profile) -> None:
         if profile.is_local
         else "pip install ipykernel (in the environment `activate` selects)",
     )
+
+
+_T = TypeVar("_T")
+
+
+def _answer_within(timeout: float, ask: Callable[[], _T]) -> list[_T]:
+    """ask() on a thread of its own: [its answer], or [] when none came within `timeout` (the
+    thread is left to finish; a late answer is dropped)."""
+    answer: list[_T] = []
+    asker = threading.Thread(target=lambda: answer.append(ask()), daemon=True)
+    asker.start()
+    asker.join(timeout)
+    return answer[:1]
