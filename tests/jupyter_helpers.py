@@ -8,6 +8,7 @@ IPython profile, its log) lives under the test's tmp_path.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -63,14 +64,19 @@ def free_port() -> int:
 
 
 def _answers(port: int) -> bool:
-    """True once anything HTTP answers on GET /api (any status counts as 'up')."""
+    """True once anything HTTP answers on GET /api (any status counts as 'up').
+
+    Something that is not HTTP on the port (another test's server that took it in the
+    moment between free_port() and Jupyter's bind) is "not yet", not a crash: Jupyter
+    then fails to bind and the caller retries on a new port.
+    """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as resp:
             resp.read()
         return True
     except urllib.error.HTTPError:
         return True
-    except (OSError, urllib.error.URLError):
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
         return False
 
 
