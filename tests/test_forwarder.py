@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import inspect
 import os
 import socket
 import threading
@@ -128,21 +129,37 @@ def test_pick_local_port_explicit_is_returned_as_is() -> None:
         assert forwarder.pick_local_port(port) == port  # the caller reports it busy
 
 
-def test_pick_local_port_prefers_8888_when_free() -> None:
-    if not forwarder.port_is_free(8888):
-        pytest.skip("8888 is in use on this machine")
-    assert forwarder.pick_local_port(None) == 8888
+def _a_port_free_on_both_loopbacks() -> int:
+    """A port free on 127.0.0.1 and ::1 a moment ago (other workers' tunnels take 8888 and up)."""
+    for _ in range(50):
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            port = int(probe.getsockname()[1])
+        if forwarder.port_is_free(port):
+            return port
+    raise AssertionError("no port free on both loopbacks in 50 tries")
+
+
+def test_pick_local_port_starts_at_8888() -> None:
+    # The URL users paste stays http://localhost:8888 when they can: the default is the promise.
+    for function in (forwarder.pick_local_port, forwarder.bind_free_listener):
+        assert inspect.signature(function).parameters["fallback_from"].default == 8888
+
+
+def test_pick_local_port_prefers_its_first_port_when_free() -> None:
+    first = _a_port_free_on_both_loopbacks()
+    assert forwarder.pick_local_port(None, fallback_from=first) == first
 
 
 def test_pick_local_port_falls_back_to_next_free() -> None:
+    first = _a_port_free_on_both_loopbacks()
     held = []
     try:
-        for port in (8888, 8889):
+        for port in (first, first + 1):
             if forwarder.port_is_free(port):
                 held.append(forwarder.bind_listener(port))
-        # 8888 and 8889 are busy now (held by us, or by someone else already).
-        picked = forwarder.pick_local_port(None)
-        assert 8890 <= picked < 8988
+        # Both are busy now (held by us, or by someone else already).
+        picked = forwarder.pick_local_port(None, fallback_from=first)
+        assert first + 2 <= picked < first + 100
         assert forwarder.port_is_free(picked)
     finally:
         for sock in held:
@@ -158,13 +175,17 @@ def test_pick_local_port_when_whole_range_busy_returns_a_free_port() -> None:
 
 
 def test_pick_local_port_skips_port_taken_on_ipv6_loopback() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:
-        port = taken.getsockname()[1]
-        if not forwarder.port_is_free(port):
-            pytest.skip("the IPv4 side of this port is taken too")
-        assert forwarder.pick_local_port(None, fallback_from=port, span=1) != port
+    assert socket.has_ipv6, "this suite's machine has IPv6 loopback (browsers try ::1 first)"
+    for _ in range(50):
+        with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:
+            port = taken.getsockname()[1]
+            try:
+                forwarder.bind_listener(port).close()
+            except PortBusy:
+                continue  # its IPv4 side is taken too: not the case under test
+            assert forwarder.pick_local_port(None, fallback_from=port, span=1) != port
+            return
+    raise AssertionError("every ::1 port found had its IPv4 side taken too")
 
 
 # --- pumping -----------------------------------------------------------------------------------
