@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,33 +201,63 @@ def python_of(venv: Path) -> Path:
 def flavour_venv(name: str) -> Path:
     """The venv dir of flavour `name`, built first if it is not cached. Safe across processes."""
     flavour = FLAVOURS[name]
-    entry = venv_path(name)
+    started = time.monotonic()
+    entry, built = _cached(venv_path(name), lambda target: _build(flavour, target))
+    if built:
+        BUILD_SECONDS[name] = time.monotonic() - started
+    return entry
+
+
+# Venvs other users must run (the Slurm cluster's users): outside root's 0700 home.
+SHARED_VENVS = Path(os.environ.get("COLABTUNNEL_TEST_SHARED_CACHE", "/var/cache/colabtunnel-tests"))
+
+
+def system_python_venv(base: Path, flavour_name: str = "server") -> Path:
+    """A venv of `base` (e.g. Debian's /usr/bin/python3, whatever its minor version) with the
+    flavour's requirements, cached world-readable under SHARED_VENVS. pip resolves them for that
+    interpreter itself, so a Python other than the tests' own gets what it supports."""
+    flavour = FLAVOURS[flavour_name]
+    tag = subprocess.run(
+        [str(base), "-c", "import sys; print(sys.version)"], capture_output=True, text=True
+    ).stdout.strip()
+    entry = SHARED_VENVS / "venvs" / f"{flavour.name}-{_digest([*flavour.requirements, tag])}"
+
+    def build(target: Path) -> None:
+        env = _clean_env()
+        _run([str(base), "-m", "venv", str(target)], env, f"{base} -m venv")
+        pip = [str(python_of(target)), "-m", "pip", "install", "--disable-pip-version-check"]
+        _run([*pip, "-q", *flavour.requirements], env, f"pip install for {base}")
+
+    return _cached(entry, build)[0]
+
+
+def _cached(entry: Path, build_into: Callable[[Path], None]) -> tuple[Path, bool]:
+    """`entry`, built by `build_into(dir)` and published atomically if it is not there yet."""
     if _usable(entry):
-        return entry
-    VENVS.mkdir(parents=True, exist_ok=True)
+        return entry, False
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.parent.chmod(0o755)
     with _locked(entry.with_name(entry.name + ".lock")):
         if _usable(entry):  # another process built it while we waited
-            return entry
+            return entry, False
         _remove(entry)
-        for stale in VENVS.glob(entry.name + ".build-*"):
+        for stale in entry.parent.glob(entry.name + ".build-*"):
             _remove(stale)  # a crashed build of this entry (we hold its lock)
-        started = time.monotonic()
-        build = Path(tempfile.mkdtemp(prefix=entry.name + ".build-", dir=VENVS))
+        build = Path(tempfile.mkdtemp(prefix=entry.name + ".build-", dir=entry.parent))
         build.chmod(0o755)  # mkdtemp makes it 0700; a venv is normally world-readable
         try:
-            _build(flavour, build)
-            link = VENVS / f".{entry.name}.link-{os.getpid()}"
+            build_into(build)
+            link = entry.parent / f".{entry.name}.link-{os.getpid()}"
             link.unlink(missing_ok=True)
             link.symlink_to(build.name)
             os.replace(link, entry)  # atomic publish
         except BaseException:
             _remove(build)
             raise
-        for stale in VENVS.glob(entry.name + ".build-*"):
+        for stale in entry.parent.glob(entry.name + ".build-*"):
             if stale != build:
                 _remove(stale)  # e.g. left by a build whose pip outlived a killed parent
-        BUILD_SECONDS[name] = time.monotonic() - started
-    return entry
+    return entry, True
 
 
 def build_all(names: Iterable[str] = tuple(FLAVOURS), workers: int = 3) -> dict[str, Path]:

@@ -30,6 +30,7 @@ PACKAGES = {
     "slurmctld": Path("/usr/sbin/slurmctld"),
     "slurmd": Path("/usr/sbin/slurmd"),
     "slurm-client": Path("/usr/bin/sbatch"),
+    "python3-venv": Path("/usr/share/doc/python3-venv"),  # its files are per minor version
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -46,6 +47,7 @@ PURPOSE = {
     "slurmctld": "the test Slurm cluster's controller (tests/slurm_cluster.py)",
     "slurmd": "the test Slurm cluster's compute node, in a network namespace of its own",
     "slurm-client": "sbatch/squeue/scancel/srun, run by the test user on the login node",
+    "python3-venv": "the Slurm cluster's users run Jupyter from a venv of Debian's python3",
 }
 
 

@@ -54,7 +54,7 @@ Facts found while building it (Debian 12, slurm 22.05.8, munge 0.5.15, under gVi
   characters unless a width is given (`-O StdOut:200`).
 - `SchedulerParameters=batch_sched_delay=0`: a job starts within ~1 s of sbatch (default: <= 3 s).
 - Python: the tests' venv interpreter links into root's 0700 home (pyenv), so the users cannot run
-  it; `python_env` is a venv from /usr/bin/python3 that sees the tests' packages (Jupyter too).
+  it; `python_env` is a venv of /usr/bin/python3 with Jupyter (see _user_python).
 - The test process (the "laptop") shares the login node's network namespace, so it could reach
   10.232.0.2 directly: a test of a hop must check the path, not only that the connection worked.
 
@@ -88,7 +88,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests import setup_host
+from tests import flavour_venvs, setup_host
 from tests.auth_servers import (
     _common_sshd_options,
     _ip,
@@ -119,7 +119,17 @@ NODE_ADDRESS = "10.232.0.2"
 PARTITION = "gpu"
 GPUS = 2
 CPUS = 8
-PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "util-linux", "iproute2", "passwd")
+PACKAGES = (
+    "munge",
+    "slurmctld",
+    "slurmd",
+    "slurm-client",
+    "util-linux",
+    "iproute2",
+    "passwd",
+    "python3-venv",
+)
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # what the cluster's users run (root's pyenv is 0700)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,7 +171,7 @@ class SlurmCluster:
     node_sshd: SshServer  # 10.232.0.2:22 inside node1's namespace (node-ssh access)
     known_hosts: Path  # the laptop's: login and node sshd
     # a venv the users can run, with the tests' packages (Jupyter included); see _user_python
-    python_env: Path | None
+    python_env: Path
     name: str = CLUSTER_NAME
     node: str = NODE
     node_address: str = NODE_ADDRESS
@@ -540,21 +550,27 @@ def _sshd(
     return SshServer(address, port, _pub_of(host_key.with_suffix(".pub")), config, log), process
 
 
-def _user_python(root: Path) -> Path | None:
-    """A virtualenv the cluster users can run (Jupyter included) or None when Debian's python3 is
-    another minor version than the tests'. The tests' own venv cannot serve: its interpreter is
-    usually a symlink into root's 0700 home (pyenv). This one is made from /usr/bin/python3, sees
-    the tests' site-packages through a .pth file, and gets copies of the tests' console scripts
-    (jupyter, jupyter-server, ...) pointing at its own interpreter."""
-    system = Path("/usr/bin/python3")
+def _user_python(root: Path) -> Path:
+    """A virtualenv the cluster users can run, Jupyter included. The tests' own venv cannot serve:
+    its interpreter is usually a symlink into root's 0700 home (pyenv). When Debian's python3 is
+    the tests' minor version, a venv of it in the cluster's root sees the tests' site-packages
+    through a .pth file and gets copies of the tests' console scripts (jupyter, jupyter-server,
+    ...) pointing at its own interpreter: nothing to download. Otherwise Jupyter is installed for
+    Debian's python3 itself, once per machine (tests/flavour_venvs.system_python_venv)."""
+    system = SYSTEM_PYTHON
+    if not system.exists():
+        pytest.fail(f"{system} is missing: run `python -m tests.setup_host` as root")
     version = subprocess.run(
         [system, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         capture_output=True,
         text=True,
     ).stdout.strip()
     if version != f"{sys.version_info[0]}.{sys.version_info[1]}":
-        return None
-    env = root / "python"
+        return flavour_venvs.system_python_venv(system)
+    return _venv_seeing_the_tests_packages(system, version, root / "python")
+
+
+def _venv_seeing_the_tests_packages(system: Path, version: str, env: Path) -> Path:
     subprocess.run([system, "-m", "venv", "--without-pip", env], check=True, capture_output=True)
     paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     (env / "lib" / f"python{version}" / "site-packages" / "tests-venv.pth").write_text(

@@ -27,7 +27,8 @@ import paramiko
 import psutil
 import pytest
 
-from tests import setup_host
+from tests import flavour_venvs, setup_host
+from tests import slurm_cluster as cluster_module
 from tests.auth_servers import _poll
 from tests.slurm_cleanup import MARK, acquire_lock, cleanup, leftovers, start_reaper
 from tests.slurm_cluster import NODE, ClusterUser, SlurmCluster, node_argv, running_cluster
@@ -304,6 +305,40 @@ def test_cluster_users_run_jupyter_on_the_node_from_the_shared_python_env(
     )
     done = slurm_cluster.ssh(slurm_cluster.user, step)
     assert re.fullmatch(rf"{NODE}\n\d+\.\d+\.\d+\n", done.stdout), done.stdout + done.stderr
+
+
+def _a_python_of_another_minor() -> Path:
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    candidates = sorted(Path(sys.base_prefix).parent.glob("3.*/bin/python3.*"))
+    candidates += [Path(f"/usr/bin/python3.{minor}") for minor in range(9, 15)]
+    for python in candidates:
+        minor = re.fullmatch(r"python(3\.\d+)", python.name)
+        if minor and minor.group(1) != mine and python.is_file():
+            return python
+    pytest.skip(f"machine: no Python of a minor version other than {mine} to stand in for Debian's")
+
+
+def test_the_cluster_python_does_not_depend_on_the_tests_minor_version(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Debian's python3 of another minor than the tests' venv still gets Jupyter (installed for
+    it, once per machine): the Slurm tests used to skip, all of them, on such a machine."""
+    other = _a_python_of_another_minor()
+    monkeypatch.setattr(cluster_module, "SYSTEM_PYTHON", other)
+    env = cluster_module._user_python(tmp_path)
+    done = subprocess.run(
+        [env / "bin" / "python", "-c", "import sys, jupyter_server, ipykernel; print(sys.version)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith(other.name[len("python") :] + "."), done.stdout
+    version = subprocess.run(
+        [env / "bin" / "jupyter", "server", "--version"], capture_output=True, text=True
+    )
+    assert re.fullmatch(r"\d+\.\d+\.\d+\n", version.stdout), version.stdout + version.stderr
+    assert not str(env).startswith(str(flavour_venvs.REAL_HOME)), "the cluster users cannot read it"
+    assert oct(Path(env).stat().st_mode & 0o755) == oct(0o755)
 
 
 def test_node_sshd_is_reached_from_the_login_node_by_name(slurm_cluster: SlurmCluster) -> None:
