@@ -39,16 +39,17 @@ import paramiko
 import psutil
 import pytest
 
+from tests import required_areas
 from tests.sshd import SSHD, Sshd, config_text, keygen, manage_users, server_environ
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
 
 
-def require_root(what: str) -> None:
+def require_root(what: str, area: str = "root") -> None:
     if os.geteuid() != 0:
-        pytest.skip(
-            f"{what} needs root (it creates system users / network namespaces); CI runs as root"
+        required_areas.skip(
+            area, f"{what} needs root (it creates system users / network namespaces)"
         )
 
 

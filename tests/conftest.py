@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.required_areas import pytest_runtest_makereport  # noqa: F401  (a skip is no pass)
 from tests.sshd import Sshd, passwd_home_environ, running_sshd
 
 TESTS = Path(__file__).resolve().parent

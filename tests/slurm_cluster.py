@@ -622,7 +622,7 @@ def _wait_node_idle(
 def running_cluster() -> Iterator[SlurmCluster]:
     """Set up, start and (on exit, through the reaper) remove the whole cluster. Skips when not
     root; fails when the packages are missing or another session holds the cluster for too long."""
-    require_root("the Slurm test cluster")
+    require_root("the Slurm test cluster", area="slurm")
     _check_packages()
     started = time.monotonic()
     tag = f"{os.getpid():x}"

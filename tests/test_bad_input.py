@@ -179,7 +179,8 @@ def test_identity_file_missing(env: Env) -> None:
 
 
 @pytest.mark.skipif(
-    not CAN_TEST_PERMISSIONS, reason="running as root without setpriv: root reads a mode-000 file"
+    not CAN_TEST_PERMISSIONS,
+    reason="machine: running as root without setpriv: root reads a mode-000 file",
 )
 def test_identity_file_unreadable(env: Env) -> None:
     assert env.sshd is not None
@@ -298,7 +299,8 @@ def test_colabtunnel_home_with_a_file_where_a_directory_goes(local_env: Env, blo
 
 
 @pytest.mark.skipif(
-    not CAN_TEST_PERMISSIONS, reason="running as root without setpriv: root writes anywhere"
+    not CAN_TEST_PERMISSIONS,
+    reason="machine: running as root without setpriv: root writes anywhere",
 )
 def test_colabtunnel_home_read_only(local_env: Env) -> None:
     local_env.ct_home.mkdir(parents=True)

@@ -20,7 +20,9 @@ from colabtunnel.ssh.window import MIN_WINDOW, TunedChannel
 from tests.conftest import PROFILE, Env, wait_for
 from tests.tcp_servers import TcpServer
 
-pytestmark = pytest.mark.skipif(delivery.DONTWAIT is None, reason="no MSG_DONTWAIT on this OS")
+pytestmark = pytest.mark.skipif(
+    delivery.DONTWAIT is None, reason="platform: no MSG_DONTWAIT on this OS"
+)
 
 
 class Remote:

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from colabtunnel.keeper import state
+from tests import required_areas
 from tests.conftest import Env
 
 CAT = shutil.which("cat")  # the fakes may run with only their own directory on PATH
@@ -113,7 +114,7 @@ def test_open_uses_the_users_browser(live_record: state.Record, tmp_path: Path) 
 
 def test_open_without_a_display_says_where_to_go(live_record: state.Record) -> None:
     if not sys.platform.startswith("linux"):
-        pytest.skip("the display check is for Linux")
+        required_areas.skip("platform", "the display check is for Linux")
     env = {k: v for k, v in os.environ.items() if k != "BROWSER"}
     done = subprocess.run(
         [sys.executable, "-m", "colabtunnel", "url", "gpu", "--open"],

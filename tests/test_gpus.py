@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from colabtunnel.keeper import control as keeper_control
+from tests import required_areas
 from tests.conftest import ACTIVATE, HOST_ALIAS, PROFILE, Env, wait_for
 
 HOST_CODE = Path(__file__).resolve().parent.parent / "colabtunnel" / "remote" / "gpu_query.py"
@@ -151,7 +151,7 @@ def test_status_never_hangs_on_a_hung_gpu_tool(env: Env, tmp_path: Path) -> None
 
 def test_host_without_gpu_tools_says_cpu_only(env: Env) -> None:
     if shutil.which("nvidia-smi") or shutil.which("rocm-smi"):
-        pytest.skip("this machine has GPU tools: its host cannot be CPU-only")
+        required_areas.skip("machine", "it has GPU tools: its host cannot be CPU-only")
     lines, _ = _up_merged(env, PROFILE)
     assert "  no NVIDIA GPU found on root@127.0.0.1:" in "\n".join(lines)
     assert any("(CPU only)" in line for line in lines)

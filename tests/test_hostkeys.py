@@ -16,7 +16,9 @@ from colabtunnel.errors import ColabtunnelError
 from colabtunnel.ssh import hostkeys
 from colabtunnel.ssh.hostkeys import ChangedHostKey, UnknownHostKey
 
-pytestmark = pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="needs OpenSSH ssh-keygen")
+pytestmark = pytest.mark.skipif(
+    not shutil.which("ssh-keygen"), reason="openssh: needs OpenSSH ssh-keygen"
+)
 
 
 @dataclass

@@ -105,7 +105,7 @@ print(json.dumps(said))
 
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.getuid() != 0,
-    reason="needs Linux (SO_PEERCRED) and root (to ask as another user)",
+    reason="platform: needs Linux (SO_PEERCRED) and root (to ask as another user)",
 )
 def test_another_user_gets_no_answer_even_through_open_permissions(
     monkeypatch: pytest.MonkeyPatch,

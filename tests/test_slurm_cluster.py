@@ -27,7 +27,7 @@ import paramiko
 import psutil
 import pytest
 
-from tests import flavour_venvs, setup_host
+from tests import flavour_venvs, required_areas, setup_host
 from tests import slurm_cluster as cluster_module
 from tests.auth_servers import _poll
 from tests.slurm_cleanup import MARK, acquire_lock, cleanup, leftovers, start_reaper
@@ -315,7 +315,7 @@ def _a_python_of_another_minor() -> Path:
         minor = re.fullmatch(r"python(3\.\d+)", python.name)
         if minor and minor.group(1) != mine and python.is_file():
             return python
-    pytest.skip(f"machine: no Python of a minor version other than {mine} to stand in for Debian's")
+    required_areas.skip("machine", f"no Python but {mine} here to stand in for Debian's")
 
 
 def test_the_cluster_python_does_not_depend_on_the_tests_minor_version(
@@ -469,7 +469,7 @@ def test_the_reaper_removes_everything_when_its_owner_dies(tmp_path: Path) -> No
     """Leftovers of every kind, tagged like a cluster; the process holding the reaper's pipe is
     SIGKILLed (as a test session can be): the reaper alone must remove them all."""
     if os.geteuid() != 0:
-        pytest.skip("creates a user and a network namespace: needs root")
+        required_areas.skip("root", "creates a user and a network namespace: needs root")
     tag = f"z{secrets.token_hex(3)}"
     log = tmp_path / "reaper.log"
     reaper, pipe = start_reaper(tag, log, None)
@@ -543,7 +543,7 @@ def test_not_root_skips_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_missing_packages_fail_pointing_at_setup_host(monkeypatch: pytest.MonkeyPatch) -> None:
     if os.geteuid() != 0:
-        pytest.skip("the package check comes after the root check")
+        required_areas.skip("root", "the package check comes after the root check")
     monkeypatch.setitem(setup_host.PACKAGES, "slurmd", Path("/nonexistent/slurmd"))
     hint = r"slurmd: run `python -m tests.setup_host`"
     with pytest.raises(pytest.fail.Exception, match=hint), running_cluster():
@@ -557,5 +557,5 @@ def test_the_cluster_tests_share_one_xdist_worker(
     conftest.py MACHINE_WIDE), or a second worker waits on the cluster's lock and fails. xdist
     marks a group in the nodeid; with pytest 9 it silently did not."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        pytest.skip("not run under xdist (-n0): nothing to share")
+        required_areas.skip("run-mode", "not run under xdist (-n0): nothing to share")
     assert request.node.nodeid.endswith("@slurm"), request.node.nodeid

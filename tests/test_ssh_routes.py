@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from colabtunnel.jupyter.probe import run_probe
+from tests import required_areas
 from tests.auth_servers import JumpChain, _start_sshd, _stop, jump_chain, require_root
 from tests.conftest import ACTIVATE, Env, leftover_processes, wait_for
 from tests.sshd import Sshd, free_port, keygen, running_sshd
@@ -193,7 +194,7 @@ def test_two_hop_chain_from_the_hops_own_proxyjump_lines(env: Env, jump_chain_2:
 def _system_include_dir() -> Path:
     config = Path("/etc/ssh/ssh_config")
     if "Include /etc/ssh/ssh_config.d/*.conf" not in config.read_text(errors="replace"):
-        pytest.skip("this machine's /etc/ssh/ssh_config does not include ssh_config.d")
+        required_areas.skip("machine", "its /etc/ssh/ssh_config does not include ssh_config.d")
     return Path("/etc/ssh/ssh_config.d")
 
 

@@ -23,7 +23,9 @@ from colabtunnel.ssh.sshtarget import USED_KEYS, builtin_settings
 from tests.conftest import Env
 
 SSH = openssh.client()
-pytestmark = pytest.mark.skipif(SSH is None, reason="needs OpenSSH's ssh client as the oracle")
+pytestmark = pytest.mark.skipif(
+    SSH is None, reason="openssh: needs OpenSSH's ssh client as the oracle"
+)
 
 HOSTS = ["gpu", "GPU", "node1", "node12", "a.lab", "bastion"]
 HOST_PATTERNS = ["gpu", "GPU", "*", "*.lab", "node?", "node*", "!bastion", "!gpu", "g*", "a.*"]
