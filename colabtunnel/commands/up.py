@@ -138,7 +138,12 @@ def up_foreground(
         _say_if_it_ended(name, reporter)
         tunnel = Tunnel(profile, request.options(previous), reporter, creds)
         try:
-            startup.open_tunnel(tunnel, keeper.INTERRUPTS, note=startup.CLEANUP_NOTE)
+            try:
+                startup.open_tunnel(tunnel, keeper.INTERRUPTS, note=startup.CLEANUP_NOTE)
+            finally:
+                leftover = tunnel.leftover_record(os.getpid())
+                if leftover is not None:
+                    state.write(leftover)  # a job that could not be cancelled: `down` retries
         except startup.Interrupted as exc:
             if exc.worker_busy:
                 reporter.note("interrupted")

@@ -17,6 +17,9 @@ def advice(name: str, why: str) -> str:
 def command(name: str) -> str:
     """The command, run on the laptop, that stops the profile's Jupyter and removes its files."""
     profile = get_profile(name)
+    if profile.launcher == "slurm":
+        # the job is the session (slurm_job.sh): cancelling it stops Jupyter on the node
+        return ssh_command(profile, f'scancel -u "$USER" -n {shlex.quote("colabtunnel-" + name)}')
     run_dir = f"${{XDG_STATE_HOME:-$HOME/.local/state}}/colabtunnel/{name}"
     stop = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
     return stop if profile.is_local else ssh_command(profile, stop)

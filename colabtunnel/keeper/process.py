@@ -232,6 +232,7 @@ def main() -> int:
     _stderr_to(paths.log_file(name))
     setup_file_logging(name)
     reporter = _PipeReporter(sys.stdout, sys.stdin)
+    tunnel: Tunnel | None = None
     try:
         profile = with_overrides(get_profile(name), **orders["overrides"])
         creds = Credentials(name, prompter=reporter)
@@ -243,18 +244,18 @@ def main() -> int:
         startup.open_tunnel(tunnel, (signal.SIGTERM,))
     except startup.Interrupted as exc:
         log.info("terminated during start-up; what it had started is undone")
-        _forget_provisional(name)
+        _forget_provisional(name, tunnel)
         if exc.worker_busy:
             startup.leave_now(1)
         return 1
     except ColabtunnelError as exc:
         log.error("start failed: %s", exc.message)
-        _forget_provisional(name)
+        _forget_provisional(name, tunnel)
         reporter.send(type="error", message=exc.message, hint=exc.hint, exit_code=exc.exit_code)
         return exc.exit_code
     except BaseException as exc:
         log.exception("keeper crashed during start-up")
-        _forget_provisional(name)
+        _forget_provisional(name, tunnel)
         reporter.send(
             type="error",
             message=f"internal error: {exc!r}",
@@ -282,10 +283,16 @@ def main() -> int:
         return _serve(tunnel, record, signals)
 
 
-def _forget_provisional(name: str) -> None:
-    """A start that failed leaves no record: remove the one written while a job waited."""
+def _forget_provisional(name: str, tunnel: Tunnel | None = None) -> None:
+    """A start that failed leaves no record: remove the one written while a job waited. Unless
+    its job could not be cancelled: then it stays as stop-failed, for `down` to try again."""
     record = state.read(name)
-    if record is not None and record.keeper_pid == os.getpid():
+    if record is None or record.keeper_pid != os.getpid():
+        return
+    leftover = tunnel.leftover_record(os.getpid()) if tunnel is not None else None
+    if leftover is not None:
+        state.write(leftover)
+    else:
         state.remove(name)
 
 

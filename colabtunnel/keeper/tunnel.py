@@ -143,6 +143,8 @@ class Tunnel:
         # replaced, so a forwarded connection fails at once instead of waiting for it.
         self._serving = threading.Event()
         self._started_remote = False
+        self.stop_refused: str | None = None  # why the launcher could not stop what it started
+        self.left_running = False  # abandon_on_failure() could not undo the start
         # False while what runs on the host was there before this `up` (a re-attach): an
         # interrupted or failed start-up must not stop it.
         self._owns_remote = False
@@ -518,6 +520,10 @@ class Tunnel:
             handle = self.pending[0]  # a queued job: what finds it
         try:
             return self.launcher.stop(self.host, self.profile, handle)
+        except ColabtunnelError as exc:  # the host answered, the launcher could not stop it
+            log.warning("could not stop Jupyter on %s %s: %s", self.host.name, when, exc.message)
+            self.stop_refused = exc.message
+            return None
         except Exception as exc:  # paramiko's own errors included: this runs during clean-up
             log.warning("could not stop Jupyter on %s %s: %s", self.host.name, when, exc)
             return None
@@ -533,14 +539,27 @@ class Tunnel:
         stopped = self.close(stop_remote=stop_remote)
         if not stop_remote or stopped is not None or self.host is None:
             return
-        if not self.profile.is_local:
+        if not self.profile.is_local and self.stop_refused is None:
             log.warning("Jupyter could not be stopped over the connection: logging in again")
             attempt = self.reconnect(time.monotonic() + CLEANUP_LOGIN_S, attach=False)
             if attempt.state == "ok" and self.close(stop_remote=True) is not None:
                 return
-        why = f"{self.host.name} could not be reached to undo this start"
+        # A new login would not help a host that answered and could not stop it (a Slurm
+        # scheduler that does not answer): the record stays for `down` (leftover_record).
+        self.left_running = True
+        why = self.stop_refused or f"{self.host.name} could not be reached to undo this start"
         with contextlib.suppress(OSError):  # `up` may be gone: the log has it anyway
             self.reporter.note(manual_stop.advice(self.profile.name, why))
+
+    def leftover_record(self, keeper_pid: int) -> state.Record | None:
+        """After abandon_on_failure() could not undo a submitted job: the record that lets
+        `down` try again once the host can do it (None when nothing may be left)."""
+        if not self.left_running or self.pending is None:
+            return None
+        record = self.provisional_record(keeper_pid, *self.pending)
+        record.health = "stop-failed"
+        record.detail = self.stop_refused or ""
+        return record
 
     def provisional_record(
         self, keeper_pid: int, handle: dict[str, Any], token: str, flavour: str

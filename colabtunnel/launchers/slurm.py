@@ -46,6 +46,7 @@ NAME = "slurm"
 POLL_FIRST_S = 2.0  # squeue is asked gently: from 2 s, backing off to 30 s while queued
 POLL_MAX_S = 30.0
 CANCEL_WAIT_S = 60.0
+SQUEUE_LIMIT_S = 5  # slurm_status.sh's squeue limit: a status is never held by the scheduler
 WARN_LEFT_S = 600  # the job's time-limit warning (`--signal=B:USR1@600`) and status's
 
 
@@ -106,6 +107,7 @@ def status(host: Host, profile: Profile, with_token: bool = False) -> Status:
         format=remote.quote(queue.SQUEUE_FORMAT),
         sacct_fields=queue.SACCT_FIELDS,
         with_token="yes" if with_token else "no",
+        squeue_limit=SQUEUE_LIMIT_S,
     )
     parts = _sections(out)
     job = parts.get("job") or None
@@ -121,7 +123,12 @@ def status(host: Host, profile: Profile, with_token: bool = False) -> Status:
     unreachable = None
     if parts.get("squeue-status", "0") not in ("", "0"):
         said = parts.get("squeue", "").strip().splitlines()
-        unreachable = said[-1] if said else f"squeue exited {parts['squeue-status']}"
+        if said:
+            unreachable = said[-1]
+        elif parts["squeue-status"] == "124":  # timeout(1): slurmctld took the call, no answer
+            unreachable = f"squeue gave no answer in {SQUEUE_LIMIT_S} s"
+        else:
+            unreachable = f"squeue exited {parts['squeue-status']}"
     return Status(
         unreachable=unreachable,
         job=job,
@@ -243,11 +250,9 @@ def start(
     if keys is not None:
         handle["keys"] = {"host": keys.host_public, "client": keys.client_private}
     progress.submitted(handle, token, flavour.key)
-    try:
-        return _wait(host, profile, job_id, token, progress, reattached=False, handle=handle)
-    except BaseException:
-        stop(host, profile, handle)
-        raise
+    # On failure the tunnel cancels the job (abandon_on_failure: launcher.stop with this handle),
+    # and keeps the record when the scheduler cannot be told.
+    return _wait(host, profile, job_id, token, progress, reattached=False, handle=handle)
 
 
 def _handle(profile: Profile, job: str, node: str | None) -> dict[str, Any]:
@@ -309,8 +314,8 @@ def _wait(
         if found.unreachable is not None:
             if waited > settings.queue_timeout_s:
                 raise ColabtunnelError(
-                    f"the scheduler did not answer for {durations.short_duration(waited)}: "
-                    f"{found.unreachable}; job {job} is being cancelled",
+                    f"the scheduler did not answer for {durations.short_duration(waited)} "
+                    f"(queue_timeout): {found.unreachable}; job {job} is cancelled if it can be",
                     hint="try again when the cluster's scheduler answers (`squeue` on the login node)",
                 )
             progress.step(f"unknown (scheduler unreachable: {found.unreachable})")
@@ -542,7 +547,15 @@ def stop(host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
         job=remote.quote(job),
         wait_ticks=int(CANCEL_WAIT_S * 2),
     )
-    return bool(_answer(out).get("was_running"))
+    answer = _answer(out)
+    if answer.get("answered") is False:
+        said = _sections(out).get("scheduler") or "no answer"
+        raise ColabtunnelError(
+            f"the scheduler on {host.name} did not answer ({mask(said)}): job {job} is not "
+            "known to be cancelled and may still start",
+            hint=f"`colabtunnel down {profile.name}` cancels it once the scheduler answers",
+        )
+    return bool(answer.get("was_running"))
 
 
 def logs(

@@ -8,7 +8,7 @@ SQUEUE_STATUS=0
 LISTED=
 if [ -n "$JOB" ]; then
   # a scheduler that does not answer is "unknown", not a reason to wait on it for long
-  LIMIT=; command -v timeout >/dev/null 2>&1 && LIMIT="timeout 5"
+  LIMIT=; command -v timeout >/dev/null 2>&1 && LIMIT="timeout __CT_SQUEUE_LIMIT__"
   LISTED=$($LIMIT squeue -h -t all -j "${JOB%%;*}" -o __CT_FORMAT__ 2>&1) || SQUEUE_STATUS=$?
   printf '%s\n' "$LISTED"
 fi
