@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,64 @@ def test_a_job_that_cannot_start_yet_gives_up_at_queue_timeout(
     assert "queue_timeout" in stderr and "it was cancelled" in stderr
     assert 20 <= took < 60, took
     _nothing_left(env, cluster, "later")
+
+
+def _controller(cluster: SlurmCluster) -> psutil.Process:
+    return next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "slurmctld" in " ".join(p.info["cmdline"] or [])
+        and str(cluster.conf) in " ".join(p.info["cmdline"] or [])
+    )
+
+
+def test_a_scheduler_that_stops_answering_during_up_is_told_plainly_and_down_finishes_later(
+    cluster_env: tuple[Env, SlurmCluster],
+) -> None:
+    """slurmctld stops answering (SIGSTOP: it holds every call, as a hung controller does) while
+    `up` waits in the queue. queue_timeout bounds the wait, the cancel cannot reach the scheduler
+    either, and `up` says so instead of "cancelled"; the record stays, and `down`, once the
+    scheduler answers again, cancels the job if it is still there and removes the record."""
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "hung", extra_args=["--begin=now+1hour"], queue_timeout="20s")
+    up = env.popen("up", "hung")
+    assert up.stderr is not None
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(up.stderr or ()), daemon=True)
+    reader.start()
+    ctld = _controller(cluster)
+    job = ""
+    try:
+        wait_for(lambda: "PENDING" in "".join(seen), timeout=120, why=lambda: "".join(seen))
+        os.kill(ctld.pid, signal.SIGSTOP)  # during up, while it waits in the queue
+        stopped_at = time.monotonic()
+        up.wait(timeout=240)
+        took = time.monotonic() - stopped_at
+        reader.join(10)
+        stderr = "".join(seen)
+        log = env.ct_home / "logs" / "hung.log"
+        assert up.returncode == 1, stderr + (log.read_text() if log.exists() else "(no log)")
+        assert "Traceback" not in stderr
+        assert "did not answer" in stderr and "(queue_timeout)" in stderr, stderr + log.read_text()
+        assert "not known to be cancelled and may still start" in stderr, stderr
+        assert "it was cancelled" not in stderr, stderr
+        assert 'scancel -u "$USER" -n colabtunnel-hung' in stderr, stderr  # the exact command
+        assert took < 120, took
+        record = json.loads((env.ct_home / "state" / "hung.json").read_text())
+        assert record["health"] == "stop-failed", record
+        job = record["handle"]["job"]
+    finally:
+        os.kill(ctld.pid, signal.SIGCONT)
+        if up.poll() is None:
+            up.kill()
+    # What `up` said was true: the cancel it sent was not confirmed. A stopped slurmctld still
+    # reads it when it resumes (scancel had already given up): the job is then gone, else queued.
+    queued = cluster.admin("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
+    assert queued in ("", "PENDING"), queued
+    assert (env.ct_home / "state" / "hung.json").exists()  # kept until `down`
+    done = env.run("down", "hung", timeout=120)
+    assert done.returncode == 0, done.stderr
+    _nothing_left(env, cluster, "hung")
 
 
 def test_a_request_that_can_never_start_fails_at_once(
@@ -375,12 +434,7 @@ def test_a_dropped_login_connection_is_rebuilt_with_a_new_bridge_and_a_silent_sc
         proc.kill()  # the login connection (and the srun step under it) drops
     wait_for(lambda: _job_status(env, "steady").get("state") == "RUNNING", timeout=60, interval=1)
     assert kernel.run("print(x + 1)").strip() == "42"  # same URL, same kernel, a new bridge
-    ctld = next(
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "slurmctld" in " ".join(p.info["cmdline"] or [])
-        and str(cluster.conf) in " ".join(p.info["cmdline"] or [])
-    )
+    ctld = _controller(cluster)
     os.kill(ctld.pid, signal.SIGSTOP)
     try:
         shown = _job_status(env, "steady")
