@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -264,23 +263,23 @@ def main() -> int:
         return EXIT_RUNTIME
     # From here a signal only asks the serve loop to end (see _serve); one that came before the
     # loop started makes it end at once, and the clean-up after it still runs.
-    signals = _ServeSignals().install()
-    try:
-        creds.offer_to_save(lambda question: confirm(reporter, question))
-        creds.prompter = None  # from here on nobody can answer: a one-time code means needs-login
-        record = tunnel.record(os.getpid(), foreground=False)
-        state.write(record)
-        reporter.send(type="ready", record=asdict(record))
-    except BaseException:
-        # `up` is gone (a broken pipe: it was interrupted) or the state could not be written
-        log.exception("start-up could not be completed; undoing it")
-        tunnel.abandon_on_failure()
-        with contextlib.suppress(ColabtunnelError):
-            state.remove(name)
-        return EXIT_RUNTIME
-    _detach_stdio()
-    with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
-        return _serve(tunnel, record, signals)
+    with startup.Signals(SERVE_SIGNALS) as signals:
+        try:
+            creds.offer_to_save(lambda question: confirm(reporter, question))
+            creds.prompter = None  # from here nobody can answer: a one-time code means needs-login
+            record = tunnel.record(os.getpid(), foreground=False)
+            state.write(record)
+            reporter.send(type="ready", record=asdict(record))
+        except BaseException:
+            # `up` is gone (a broken pipe: it was interrupted) or the state could not be written
+            log.exception("start-up could not be completed; undoing it")
+            tunnel.abandon_on_failure()
+            with contextlib.suppress(ColabtunnelError):
+                state.remove(name)
+            return EXIT_RUNTIME
+        _detach_stdio()
+        with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
+            return _serve(tunnel, record, signals)
 
 
 def _forget_provisional(name: str, tunnel: Tunnel | None = None) -> None:
@@ -312,38 +311,26 @@ def _detach_stdio() -> None:
     os.close(devnull)
 
 
-class _ServeSignals:
-    """SIGTERM and SIGUSR1 while serving: they only ask the serve loop to end. Raised as an
-    exception they could land inside paramiko between a lock's acquire() and its try, and the
-    clean-up (the STOP script goes over the same transport) would then wait on that lock forever."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.released = threading.Event()
-
-    def install(self) -> _ServeSignals:
-        signal.signal(signal.SIGTERM, self._on_term)
-        if hasattr(signal, "SIGUSR1"):
-            signal.signal(signal.SIGUSR1, self._on_release)
-        return self
-
-    def _on_term(self, signum: int, frame: object) -> None:
-        self.stop.set()
-
-    def _on_release(self, signum: int, frame: object) -> None:
-        self.released.set()
-        self.stop.set()
+# While serving, SIGTERM (`down`) and SIGUSR1 (a new keeper takes the tunnel over) only ask the
+# serve loop to end (startup.Signals). Raised as an exception they could land inside paramiko
+# between a lock's acquire() and its try, and the clean-up (the STOP script goes over the same
+# transport) would then wait on that lock forever.
+HAND_OVER = getattr(signal, "SIGUSR1", None)  # POSIX only
+SERVE_SIGNALS = (signal.SIGTERM,) if HAND_OVER is None else (signal.SIGTERM, HAND_OVER)
 
 
-def _serve(tunnel: Tunnel, record: state.Record, signals: _ServeSignals | None = None) -> int:
-    signals = signals or _ServeSignals().install()
+def _serve(tunnel: Tunnel, record: state.Record, signals: startup.Signals | None = None) -> int:
+    if signals is None:
+        with startup.Signals(SERVE_SIGNALS) as own:
+            return _serve(tunnel, record, own)
     try:
         tunnel.serve(
             signals.stop,
             lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail),
         )
     finally:
-        stop_remote = not signals.released.is_set()
+        # the first signal says what ends the loop: a stop, or a hand-over (Jupyter stays up)
+        stop_remote = not (signals.received and signals.received[0] == HAND_OVER)
         if record.health == "ended":
             log.info("Jupyter ended itself: removing what is left of it, then exiting")
         elif stop_remote:
