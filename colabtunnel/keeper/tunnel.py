@@ -143,6 +143,9 @@ class Tunnel:
         # replaced, so a forwarded connection fails at once instead of waiting for it.
         self._serving = threading.Event()
         self._started_remote = False
+        # local connections waiting for a login (a reconnect): for the log and the tests
+        self.waiting_connections = 0
+        self._waiting_lock = threading.Lock()
         self.stop_refused: str | None = None  # why the launcher could not stop what it started
         self.left_running = False  # abandon_on_failure() could not undo the start
         # False while what runs on the host was there before this `up` (a re-attach): an
@@ -301,7 +304,7 @@ class Tunnel:
         give_up = time.monotonic() + CONNECTION_WAIT_S
         while True:
             left = give_up - time.monotonic()
-            waited = left > 0 and self._connected.wait(left)
+            waited = self._wait_connected(left)
             # Read once the link is up: read before, they may be the dropped login's
             connection, reach = self.connection, self.reach
             if not waited or connection is None or reach is None:
@@ -319,6 +322,20 @@ class Tunnel:
                 # supervisor makes once it notices (until then _connected is still set).
                 while self.connection is connection and time.monotonic() < give_up:
                     time.sleep(REPLACEMENT_POLL_S)
+
+    def _wait_connected(self, timeout: float) -> bool:
+        """Wait (at most `timeout`) for a login with its way to Jupyter, counted while waiting."""
+        if timeout <= 0:
+            return False
+        if self._connected.is_set():
+            return True
+        with self._waiting_lock:
+            self.waiting_connections += 1
+        try:
+            return self._connected.wait(timeout)
+        finally:
+            with self._waiting_lock:
+                self.waiting_connections -= 1
 
     def _probe(self, local_port: int, server: launchers.Server) -> None:
         from colabtunnel.jupyter import probe
