@@ -23,7 +23,7 @@ from colabtunnel.errors import ColabtunnelError
 from colabtunnel.keeper.tunnel import Opened, Tunnel, UpOptions
 from colabtunnel.output import Progress
 from colabtunnel.profiles import get_profile
-from tests.conftest import PROFILE, Env
+from tests.conftest import PROFILE, Env, wait_for
 from tests.tcp_servers import TcpServer
 
 
@@ -95,7 +95,8 @@ def test_a_connection_made_while_the_way_in_is_rebuilt_goes_through_the_new_one(
     reconnecting, outcome = _in_thread(lambda: tunnel.reconnect(time.monotonic() + 15))
     assert held.attaching.wait(15), "the reconnect did not log in"
     opening, channel = _in_thread(lambda: tunnel._open_channel(("127.0.0.1", 50000)))
-    time.sleep(0.3)  # the forwarded connection is in, and waiting
+    wait_for(lambda: tunnel.waiting_connections == 1, timeout=10)  # it is in, and waiting
+    assert opening.is_alive() and not channel
     held.release.set()
     reconnecting.join(15)
     opening.join(15)

@@ -4,6 +4,7 @@ not the login node's, and every way to it must really hop)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -14,11 +15,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from colabtunnel.jupyter.probe import run_probe
+from colabtunnel.keeper.tunnel import Tunnel, UpOptions
+from colabtunnel.output import Progress
+from colabtunnel.profiles import get_profile
 from tests.conftest import Env, leftover_processes, wait_for
 from tests.slurm_cluster import SlurmCluster
 from tests.sshd import free_port
@@ -532,3 +537,128 @@ def test_an_idle_job_ends_completed_and_its_session_is_removed(
     shown = cluster.admin("scontrol", "show", "job", job).stdout
     assert "JobState=COMPLETED" in shown and "ExitCode=0:0" in shown, shown
     _nothing_left(env, cluster, "idle")
+
+
+# --- a reconnect while the way to the node is rebuilt (the real bridge, held or broken) ---------
+
+
+class _HeldBridge:
+    """The Slurm launcher, whose attach() (the bridge to the node: an srun step's sshd) waits for
+    `release` first, as on a loaded cluster; `broken` gives it a job that does not exist, so the
+    real srun step fails."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+        self.attaching = threading.Event()
+        self.release = threading.Event()
+        self.broken = False
+        self.logins: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.launcher, name)
+
+    def attach(self, host: Any, profile: Any, server: Any, creds: Any) -> Any:
+        self.logins.append(host.connection)
+        self.attaching.set()
+        assert self.release.wait(60)
+        if self.broken:
+            server = dataclasses.replace(server, handle={**server.handle, "job": "999999"})
+        return self.launcher.attach(host, profile, server, creds)
+
+
+@pytest.fixture
+def cluster_tunnel(cluster_env: tuple[Env, SlurmCluster]) -> Iterator[tuple[Tunnel, _HeldBridge]]:
+    """A tunnel opened in this process on the real cluster (job, srun bridge, Jupyter), as the
+    keeper holds it while serving, with its bridge-building held."""
+    env, cluster = cluster_env
+    _cluster_profile(env, cluster, "bridge", access="srun")
+    tunnel = Tunnel(get_profile("bridge"), UpOptions(timeout=240), Progress(quiet=True))
+    tunnel.open()
+    tunnel._serving.set()  # what serve() sets before its supervisor runs
+    assert tunnel.forwarder is not None
+    tunnel.forwarder.stop()  # the test makes the local connections itself, and only those
+    tunnel.forwarder = None
+    held = _HeldBridge(tunnel.launcher)
+    tunnel.launcher = held
+    try:
+        yield tunnel, held
+    finally:
+        held.broken = False
+        held.release.set()
+        tunnel.launcher = held.launcher
+        if tunnel.close(stop_remote=True) is None:  # the test left it without a login
+            cluster.admin("scancel", "-u", cluster.user.name)
+            wait_for(lambda: not cluster.admin("squeue", "-h", "-u", cluster.user.name).stdout)
+    _nothing_left(env, cluster, "bridge")
+
+
+def _asks_jupyter(channel: Any, token: str) -> bytes:
+    channel.sendall(f"GET /api/status HTTP/1.0\r\nAuthorization: token {token}\r\n\r\n".encode())
+    answer = b""
+    while chunk := channel.recv(65536):
+        answer += chunk
+    channel.close()
+    return answer
+
+
+def _a_waiting_connection(tunnel: Tunnel) -> tuple[threading.Thread, list[Any]]:
+    """A forwarded connection that arrives while the login is being rebuilt, and waits."""
+    channel: list[Any] = []
+
+    def open_one() -> None:
+        try:
+            channel.append(tunnel._open_channel(("127.0.0.1", 50000)))
+        except Exception as exc:  # the test reports it
+            channel.append(exc)
+
+    opening = threading.Thread(target=open_one, daemon=True)
+    opening.start()
+    wait_for(lambda: tunnel.waiting_connections == 1, timeout=10, why=lambda: channel)
+    assert not channel, channel
+    return opening, channel
+
+
+def test_a_connection_made_while_a_slow_bridge_is_built_goes_through_the_new_one(
+    cluster_tunnel: tuple[Tunnel, _HeldBridge],
+) -> None:
+    tunnel, held = cluster_tunnel
+    assert tunnel.opened is not None
+    old_reach = tunnel.reach
+    tunnel.drop_connection()  # what the supervisor does once it finds the login dead
+    attempt: list[Any] = []
+    rebuilding = threading.Thread(
+        target=lambda: attempt.append(tunnel.reconnect(time.monotonic() + 120)), daemon=True
+    )
+    rebuilding.start()
+    assert held.attaching.wait(60), "the reconnect did not log in"
+    opening, channel = _a_waiting_connection(tunnel)
+    held.release.set()  # the bridge is built now: a new srun step's sshd on node1
+    rebuilding.join(120)
+    opening.join(60)
+    assert attempt and attempt[0].state == "ok", attempt
+    assert tunnel.reach is not old_reach
+    assert channel and not isinstance(channel[0], Exception), channel
+    answer = _asks_jupyter(channel[0], tunnel.opened.server.token)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_a_bridge_that_fails_is_not_used_and_the_waiting_connection_takes_the_next_one(
+    cluster_tunnel: tuple[Tunnel, _HeldBridge],
+) -> None:
+    tunnel, held = cluster_tunnel
+    assert tunnel.opened is not None
+    tunnel.drop_connection()
+    held.broken = True
+    held.release.set()
+    opening, channel = _a_waiting_connection(tunnel)
+    failed = tunnel.reconnect(time.monotonic() + 120)  # the real srun step fails
+    assert failed.state == "failed", failed
+    assert "srun" in failed.detail, failed
+    assert not held.logins[0].alive, "the login whose bridge failed was left open"
+    assert tunnel.waiting_connections == 1 and not channel, "it was given the failed login"
+    held.broken = False
+    assert tunnel.reconnect(time.monotonic() + 120).state == "ok"
+    opening.join(60)
+    assert channel and not isinstance(channel[0], Exception), channel
+    answer = _asks_jupyter(channel[0], tunnel.opened.server.token)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
