@@ -11,7 +11,7 @@ the connection) are made here in userspace:
   bytes included. `refuse_for(s)`: for the next s seconds new connections are reset as soon as
   they are accepted (a network that is not back yet), so reconnect attempts fail.
 
-`accepted` counts connections, so a test can tell a ridden-through silence (no new connection)
+`accepted` counts connections (`accept_times` says when each came), so a test can tell a ridden-through silence (no new connection)
 from a reconnect.
 """
 
@@ -37,6 +37,7 @@ class SilentLink:
         self._generation = 0  # bumped by cut(): pumps of an older generation stop
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self.accepted = 0
+        self.accept_times: list[float] = []  # time.monotonic() of each accept, refused ones too
         self._refuse_until = 0.0
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="silent-link", daemon=True)
@@ -95,6 +96,7 @@ class SilentLink:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self.accept_times.append(time.monotonic())
             if time.monotonic() < self._refuse_until:
                 self.accepted += 1
                 _reset(client)
