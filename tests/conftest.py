@@ -248,10 +248,10 @@ from tests.auth_servers import (  # noqa: E402
     encrypted_client_key,
     jump_chain_1,
     jump_chain_2,
-    otp_server,
     password_server,
     password_server_uid0,
 )
+from tests.otp_sshd import otp_server  # noqa: E402  (OpenSSH, PAM, a real one-time code)
 
 # The Slurm test cluster (tests/slurm_cluster.py): login node here, compute node in a namespace.
 from tests.slurm_cluster import slurm_cluster  # noqa: E402

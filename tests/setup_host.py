@@ -30,7 +30,13 @@ PACKAGES = {
     "slurmctld": Path("/usr/sbin/slurmctld"),
     "slurmd": Path("/usr/sbin/slurmd"),
     "slurm-client": Path("/usr/bin/sbatch"),
-    "python3-venv": Path("/usr/share/doc/python3-venv"),  # its files are per minor version
+    "python3-venv": Path("/usr/share/doc/python3-venv"),
+    "libpam-google-authenticator": Path(
+        "/usr/lib",
+        sysconfig.get_config_var("MULTIARCH") or "",
+        "security",
+        "pam_google_authenticator.so",
+    ),  # its files are per minor version
 }
 # Why each package is needed, for the message a non-root developer gets.
 PURPOSE = {
@@ -47,6 +53,7 @@ PURPOSE = {
     "slurmctld": "the test Slurm cluster's controller (tests/slurm_cluster.py)",
     "slurmd": "the test Slurm cluster's compute node, in a network namespace of its own",
     "slurm-client": "sbatch/squeue/scancel/srun, run by the test user on the login node",
+    "libpam-google-authenticator": "OpenSSH's sshd asks a real one-time code (tests/otp_sshd.py)",
     "python3-venv": "the Slurm cluster's users run Jupyter from a venv of Debian's python3",
 }
 

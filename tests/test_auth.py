@@ -14,16 +14,9 @@ import psutil
 import pytest
 
 from colabtunnel.jupyter.probe import run_probe
-from tests.auth_servers import (
-    OTP_INSTRUCTIONS,
-    OTP_PROMPT,
-    EncryptedKey,
-    JumpChain,
-    KbdServer,
-    PasswordSshd,
-    tty_run,
-)
+from tests.auth_servers import EncryptedKey, JumpChain, PasswordSshd, tty_run
 from tests.conftest import ACTIVATE, Env, wait_for
+from tests.otp_sshd import OTP_INSTRUCTIONS, OTP_PROMPT, OtpSshd
 from tests.sshd import free_port
 
 URL_RE = re.compile(r"http://localhost:(\d+)/\?token=([A-Za-z0-9_\-]{43,})")
@@ -180,7 +173,7 @@ def test_encrypted_key_prompted_then_saved_to_keyring(
 # -- one-time codes -----------------------------------------------------------------------------
 
 
-def _otp_profile(env: Env, server: KbdServer, name: str = "otp") -> None:
+def _otp_profile(env: Env, server: OtpSshd, name: str = "otp") -> None:
     env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
     env.write_profile(
         name, host="127.0.0.1", port=server.port, user="root", activate=ACTIVATE, keepalive=1
@@ -198,19 +191,20 @@ def _tty_up(name: str, answers: dict[str, str], *args: str) -> str:
     return result.transcript
 
 
-def test_one_time_code_asked_once_as_worded_never_stored(env: Env, otp_server: KbdServer) -> None:
+def test_one_time_code_asked_once_as_worded_never_stored(env: Env, otp_server: OtpSshd) -> None:
     _otp_profile(env, otp_server)
-    transcript = _tty_up("otp", {OTP_PROMPT: otp_server.code})
+    code = otp_server.code
+    transcript = _tty_up("otp", {OTP_PROMPT: code})
     assert OTP_PROMPT.strip() in transcript and OTP_INSTRUCTIONS in transcript
     assert URL_RE.search(transcript)
-    assert otp_server.prompts_asked == 1 and otp_server.logins == 1
+    assert transcript.count(OTP_PROMPT.strip()) == 1 and otp_server.logins == 1
     keyring_file = Path(os.environ["COLABTUNNEL_TEST_KEYRING"])
-    assert not keyring_file.exists() or otp_server.code not in keyring_file.read_text()
-    _secret_nowhere(env, otp_server.code)
+    assert not keyring_file.exists() or code not in keyring_file.read_text()
+    _secret_nowhere(env, code)
     env.run("down", "otp", check=True)
 
 
-def test_one_time_code_without_terminal(env: Env, otp_server: KbdServer) -> None:
+def test_one_time_code_without_terminal(env: Env, otp_server: OtpSshd) -> None:
     _otp_profile(env, otp_server)
     done = env.run("up", "otp")
     assert done.returncode == 1
@@ -218,10 +212,9 @@ def test_one_time_code_without_terminal(env: Env, otp_server: KbdServer) -> None
 
 
 def test_reconnect_that_needs_a_new_code_is_needs_login_then_up_relogs(
-    env: Env, otp_server: KbdServer
+    env: Env, otp_server: OtpSshd
 ) -> None:
-    otp_server.single_use = True
-    _otp_profile(env, otp_server)
+    _otp_profile(env, otp_server)  # each code works once (HOTP)
     # A first port from outside 8888 upward, where the suite's other `up`s pick theirs: the old
     # keeper's port is then still free when the new keeper takes it over.
     first = _tty_up("otp", {OTP_PROMPT: otp_server.code}, "--local-port", str(free_port()))
@@ -235,7 +228,11 @@ def test_reconnect_that_needs_a_new_code_is_needs_login_then_up_relogs(
     wait_for(lambda: health() == "needs-login", timeout=60)
     second = _tty_up("otp", {OTP_PROMPT: otp_server.new_code()})
     assert URL_RE.search(second).group(0) == url  # same token, same port: Colab keeps working
-    assert health() == "ok"
+    shown = json.loads(env.run("status", "otp", "--json").stdout)["tunnels"]
+    assert [t["health"] for t in shown] == ["ok"], (
+        shown,
+        (env.ct_home / "logs" / "otp.log").read_text(),
+    )
     port, token = int(URL_RE.search(url).group(1)), URL_RE.search(url).group(2)  # type: ignore[union-attr]
     assert run_probe(f"http://127.0.0.1:{port}/", token).ok
     env.run("down", "otp", check=True)
