@@ -85,7 +85,7 @@ class OtpSshd:
     def drop_connections(self) -> None:
         """End every logged-in connection (sshd's per-connection processes), as a network
         failure would; the listener stays."""
-        for child in psutil.Process(self.process.pid).children():
+        for child in psutil.Process(self.process.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 child.kill()
 

@@ -176,7 +176,7 @@ def test_encrypted_key_prompted_then_saved_to_keyring(
 def _otp_profile(env: Env, server: OtpSshd, name: str = "otp") -> None:
     env.known_hosts.write_text(env.known_hosts.read_text() + server.known_hosts_line())
     env.write_profile(
-        name, host="127.0.0.1", port=server.port, user="root", activate=ACTIVATE, keepalive=1
+        name, host="127.0.0.1", port=server.port, user="root", activate=ACTIVATE, keepalive=2
     )
 
 
