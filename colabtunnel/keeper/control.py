@@ -40,10 +40,18 @@ ASK_TIMEOUT_S = GPU_QUERY_S + SCRIPT_MARGIN_S + 0.5  # what `status` waits for a
 ACTIVITY_S = 3.0  # Jupyter's /api/status through the forwarded port
 # Unix socket paths are limited (108 bytes on Linux, 104 on macOS, the NUL included).
 MAX_SOCKET_PATH = 100
+# CPython on Windows has no Unix sockets; a named-pipe channel is issue 21's next step
+NO_CHANNEL_HERE = "keepers have no control channel on Windows yet"
 
 
 class Unavailable(Exception):
     """The keeper could not be asked or did not answer; the message says why, for people."""
+
+
+def _unix_socket() -> socket.socket:
+    if sys.platform == "win32":
+        raise Unavailable(NO_CHANNEL_HERE)
+    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 def socket_path(profile: str) -> Path:
@@ -117,7 +125,7 @@ class _Server:
         self.path = socket_path(profile)
         self.busy = threading.Lock()  # one question at a time reaches the host
         self.closed = threading.Event()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener = _unix_socket()
         try:
             with _addressable(self.path) as address:
                 with contextlib.suppress(FileNotFoundError):
@@ -184,7 +192,7 @@ class _Server:
 def _same_user(conn: socket.socket) -> bool:
     """Linux tells who is on the other end; elsewhere the 0700 directory is the guard."""
     option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
+    if option is None or sys.platform == "win32":
         return True
     _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, 12))
     return bool(uid == os.getuid())
@@ -214,11 +222,9 @@ def _read_line(conn: socket.socket, limit: int, deadline: float) -> bytes:
 
 def ask(profile: str, question: str, timeout: float = ASK_TIMEOUT_S) -> dict[str, Any]:
     """Ask the keeper of `profile`; its answer, or Unavailable within `timeout` seconds."""
-    if not hasattr(socket, "AF_UNIX"):
-        raise Unavailable("this platform has no Unix sockets")
     deadline = time.monotonic() + timeout
     path = socket_path(profile)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+    with _unix_socket() as conn:
         conn.settimeout(timeout)
         try:
             with _addressable(path) as address:

@@ -42,8 +42,8 @@ def launch(stderr_path: Path, warm: bool = False) -> subprocess.Popen[bytes]:
 
 
 def _detach_flags() -> dict[str, Any]:
-    if os.name == "nt":
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
+    if sys.platform == "win32":
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
         return {"creationflags": flags}
     return {"start_new_session": True}
 

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +40,7 @@ class Terminated(Exception):
 
 RELEASE_WAIT_S = 30.0
 STOP_WAIT_S = 60.0
+NOTES_READ_S = 1.0  # Windows: how long `up` reads what an exited keeper left in its pipe
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -146,15 +148,27 @@ def _relay(
     )
 
 
+def _read_waiting(stream: IO[bytes]) -> bytes | None:
+    """What is in the pipe now (None: nothing), without waiting for its writer to end."""
+    if sys.platform == "win32":
+        # no non-blocking pipes before Python 3.12 there: read for a moment in a thread
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(stream.read()), daemon=True)
+        reader.start()
+        reader.join(NOTES_READ_S)
+        return got[0] if got else None
+    with contextlib.suppress(OSError, ValueError):
+        os.set_blocking(stream.fileno(), False)
+        return stream.read()
+    return None
+
+
 def _last_notes(child: subprocess.Popen[bytes], reporter: Reporter) -> None:
     """What the keeper said while it undid the start-up (a Jupyter it could not stop, and how
     to), shown before `up` exits. The keeper has exited: what it wrote waits in the pipe, and
     whatever else still holds the pipe's far end cannot make this wait."""
     assert child.stdout is not None
-    pending: bytes | None = None
-    with contextlib.suppress(OSError, ValueError):
-        os.set_blocking(child.stdout.fileno(), False)
-        pending = child.stdout.read()  # what is there (None: nothing), without waiting
+    pending = _read_waiting(child.stdout)
     for line in (pending or b"").splitlines():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             event = json.loads(line)

@@ -126,6 +126,8 @@ def patient(signums: tuple[int, ...], note: str | None = CLEANUP_NOTE) -> Iterat
 def _terminal_state() -> list[Any] | None:
     """The terminal's modes, if stdin is one: a password prompt (echo off) on the start-up thread
     may be abandoned by an interrupt."""
+    if sys.platform == "win32":
+        return None  # the console restores its own echo when the prompt's read ends
     try:
         import termios
 
@@ -135,7 +137,7 @@ def _terminal_state() -> list[Any] | None:
 
 
 def _restore_terminal(saved: list[Any] | None) -> None:
-    if saved is None:
+    if saved is None or sys.platform == "win32":
         return
     with contextlib.suppress(ImportError, OSError, ValueError):
         import termios

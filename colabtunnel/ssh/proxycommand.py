@@ -152,18 +152,24 @@ def _finish(process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(EXIT_GRACE_S)
     except subprocess.TimeoutExpired:
-        _signal_group(process, signal.SIGTERM)
+        _end_group(process, force=False)
         try:
             process.wait(TERM_GRACE_S)
         except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
+            _end_group(process, force=True)
             process.wait()
-    _signal_group(process, signal.SIGTERM)
+    _end_group(process, force=False)
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _end_group(process: subprocess.Popen[bytes], force: bool) -> None:
+    """SIGTERM (or SIGKILL) to the proxy's process group: what it started goes with it. Windows
+    has no process groups to signal: the proxy itself is terminated."""
+    if sys.platform == "win32":
+        with contextlib.suppress(OSError):
+            process.kill()
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
+        os.killpg(process.pid, signal.SIGKILL if force else signal.SIGTERM)
 
 
 # Proxies not yet reaped: a program that exits while one still runs (say, right after a failed
@@ -175,6 +181,6 @@ _LIVE: set[subprocess.Popen[bytes]] = set()
 def _stop_leftovers() -> None:
     for process in list(_LIVE):
         if process.poll() is None:
-            _signal_group(process, signal.SIGKILL)
+            _end_group(process, force=True)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(1)

@@ -47,7 +47,7 @@ def connection_tokens(
         "p": str(port),
         "r": user,
         "C": digest,
-        "i": str(os.getuid()) if sys.platform != "win32" else "0",
+        "i": _uid(),
         "k": host_key_alias or original_host,
         "j": jump,
     }
@@ -89,3 +89,10 @@ def expand_path(value: str, tokens: dict[str, str], origin: str) -> str:
     """`~`, then %-tokens and ${ENV}, as ssh expands IdentityFile; made absolute."""
     value = expand_env(expand(expand_tilde(value), tokens, origin), origin)
     return os.path.abspath(value)
+
+
+def _uid() -> str:
+    """ssh_config's %i. Windows has no numeric uid; "0" keeps a path that uses %i valid."""
+    if sys.platform == "win32":
+        return "0"
+    return str(os.getuid())
