@@ -45,9 +45,15 @@ INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(record: state.Record) -> bool:
-    """TERM the keeper (it stops the remote Jupyter), wait, KILL if need be. True if it exited."""
+    """TERM the keeper (it stops the remote Jupyter), wait, KILL if need be. True if it exited
+    having done so; False: the caller must stop the remote Jupyter itself."""
     import time
 
+    if sys.platform == "win32":
+        # os.kill is TerminateProcess there: the keeper ends without its clean-up
+        with contextlib.suppress(OSError):
+            os.kill(record.keeper_pid, signal.SIGTERM)
+        return False
     try:
         os.kill(record.keeper_pid, signal.SIGTERM)
     except ProcessLookupError:
