@@ -8,7 +8,8 @@ authenticator module (libpam-google-authenticator) checking HOTP codes, as a sit
   question, in the prompt; the module then asks "Verification code: " (its wording, not ours).
 - HOTP: each code works once, and every attempt, right or wrong, moves the module's counter
   (kept in the secret file): `code` is always the one that works next, `new_code()` the same.
-- Counts come from sshd's own log (LogLevel VERBOSE): `logins`, `failed_attempts`.
+- Counts come from sshd's own log (LogLevel VERBOSE): `logins`, `failed_attempts`. sshd writes
+  the line just after the client is in: wait for a count, do not read it once.
 
 Root only (it writes /etc/pam.d and the module reads the secret as root).
 """
@@ -32,7 +33,7 @@ import psutil
 import pytest
 
 from tests import required_areas, setup_host
-from tests.sshd import SSHD, _wait_banner, config_text, free_port, keygen, server_environ
+from tests.sshd import SSHD, config_text, free_port, keygen, sshd_process
 
 PAM_MODULE = "pam_google_authenticator.so"
 OTP_PROMPT = "Verification code: "  # the module's own question
@@ -131,26 +132,11 @@ def otp_sshd(root: Path) -> Iterator[OtpSshd]:
     config.write_text(text + "AuthenticationMethods keyboard-interactive\nLogLevel VERBOSE\n")
     log = root / "sshd.log"
     try:
-        with open(log, "ab") as log_fh:
-            process = subprocess.Popen(
-                [str(program), "-D", "-e", "-f", str(config)],
-                stdout=log_fh,
-                stderr=log_fh,
-                env=server_environ(),
-            )
-        try:
-            _wait_banner(port, process, log)
+        with sshd_process(program, config, port, log) as process:
             pub = (root / "host_ed25519.pub").read_text().split()
             yield OtpSshd(
                 port, f"{pub[0]} {pub[1]}", remote_home, secret_file, secret, log, process
             )
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     finally:
         pam_file.unlink(missing_ok=True)
 

@@ -172,17 +172,27 @@ def running_sshd(
         config_text(port, root, host_key, remote_home, extra=extra, forwarding=forwarding)
     )
     log = root / "sshd.log"
+    with sshd_process(Path(SSHD), config, port, log) as process:
+        pub = (root / "host_ed25519.pub").read_text().split()
+        yield Sshd(port, f"{pub[0]} {pub[1]}", client_key, remote_home, process, config, log)
+
+
+@contextlib.contextmanager
+def sshd_process(
+    program: Path, config: Path, port: int, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`program -D -e -f config`, its output in `log`, once its banner answers on `port`;
+    stopped (TERM, then KILL) when the block ends."""
     with open(log, "ab") as log_fh:
         process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)],
+            [str(program), "-D", "-e", "-f", str(config)],
             stdout=log_fh,
             stderr=log_fh,
             env=server_environ(),
         )
     try:
         _wait_banner(port, process, log)
-        pub = (root / "host_ed25519.pub").read_text().split()
-        yield Sshd(port, f"{pub[0]} {pub[1]}", client_key, remote_home, process, config, log)
+        yield process
     finally:
         process.terminate()
         try:
