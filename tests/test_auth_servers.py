@@ -179,7 +179,7 @@ def test_otp_sshd_asks_once_with_its_instructions_and_serves_exec(otp_server: Ot
         questions = [(i, p) for _, i, p in seen if p]  # OpenSSH ends with an empty round
         # OpenSSH puts PAM's info message in front of the question, in the prompt itself
         assert questions == [("", [(f"{OTP_INSTRUCTIONS}\n{OTP_PROMPT}", False)])], seen
-        assert otp_server.logins == 1
+        wait_for(lambda: otp_server.logins == 1, timeout=10)  # sshd logs it just after
         assert run(transport, "echo $HOME") == (0, f"{otp_server.remote_home}\n", "")
     finally:
         transport.close()
@@ -201,7 +201,7 @@ def test_otp_sshd_codes_work_once_and_drop_ends_sessions(otp_server: OtpSshd) ->
     second = _kbd_login(otp_server, otp_server.new_code(), [])
     otp_server.drop_connections()
     wait_for(lambda: not transport.is_active() and not second.is_active(), timeout=10)
-    assert otp_server.logins == 2
+    wait_for(lambda: otp_server.logins == 2, timeout=10)
 
 
 def test_openssh_client_under_tty_answers_kbd_prompt(otp_server: OtpSshd, tmp_path: Path) -> None:
