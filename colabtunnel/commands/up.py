@@ -177,7 +177,11 @@ def _serve_foreground(
     with startup.Signals(keeper.INTERRUPTS, startup.CLEANUP_NOTE) as signals:
         try:
             on_ready(record)
-            with keeper_control.serving(record.profile, keeper_control.tunnel_handlers(tunnel)):
+            handlers = {
+                **keeper_control.tunnel_handlers(tunnel),
+                **keeper.ending_orders(signals, release=False),  # `down` asks it to stop
+            }
+            with keeper_control.serving(record.profile, handlers):
                 tunnel.serve(
                     signals.stop,
                     lambda h: record.set_health(h.state, h.attempt, h.retry_at, h.detail),

@@ -7,6 +7,8 @@ its timeout, so `status` cannot hang on a keeper that is busy, stuck or gone.
 
 Questions are a fixed table (`handlers`): "gpus", the GPUs' use now; "job", what the launcher says
 beyond the tunnel (a Slurm job's state and time left); "activity", when Jupyter was last used.
+Orders ("stop", "release"; ORDERS) end the keeper's serve loop as its signals do, which are the
+fallback for a keeper that cannot be asked.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ ASK_TIMEOUT_S = GPU_QUERY_S + SCRIPT_MARGIN_S + 0.5  # what `status` waits for a
 ACTIVITY_S = 3.0  # Jupyter's /api/status through the forwarded port
 # Unix socket paths are limited (108 bytes on Linux, 104 on macOS, the NUL included).
 MAX_SOCKET_PATH = 100
+# Orders rather than questions: `down` ("stop") and a new keeper taking over ("release")
+ORDERS = frozenset({"stop", "release"})
 # CPython on Windows has no Unix sockets; a named-pipe channel is issue 21's next step
 NO_CHANNEL_HERE = "keepers have no control channel on Windows yet"
 
@@ -171,6 +175,8 @@ class _Server:
         handler = self.handlers.get(ask) if isinstance(ask, str) else None
         if handler is None:
             return {"ok": False, "reason": f"unknown question {ask!r}"}
+        if ask in ORDERS:
+            return handler()  # it only asks the serve loop to end: never waits on the host
         if not self.busy.acquire(timeout=ASK_TIMEOUT_S):
             return {"ok": False, "reason": "the keeper is busy answering another question"}
         try:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -39,25 +40,28 @@ class Terminated(Exception):
 
 
 RELEASE_WAIT_S = 30.0
+ORDER_TIMEOUT_S = 3.0  # a keeper answers an order at once; a silent one gets the signal
 STOP_WAIT_S = 60.0
 NOTES_READ_S = 1.0  # Windows: how long `up` reads what an exited keeper left in its pipe
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(record: state.Record) -> bool:
-    """TERM the keeper (it stops the remote Jupyter), wait, KILL if need be. True if it exited
-    having done so; False: the caller must stop the remote Jupyter itself."""
+    """Ask the keeper to stop (it stops the remote Jupyter): over its control channel, else by
+    SIGTERM; wait, KILL if need be. True if it exited having done so; False: the caller must
+    stop the remote Jupyter itself."""
     import time
 
-    if sys.platform == "win32":
-        # os.kill is TerminateProcess there: the keeper ends without its clean-up
-        with contextlib.suppress(OSError):
+    if not _order(record, "stop"):
+        if sys.platform == "win32":
+            # os.kill is TerminateProcess there: the keeper ends without its clean-up
+            with contextlib.suppress(OSError):
+                os.kill(record.keeper_pid, signal.SIGTERM)
+            return False
+        try:
             os.kill(record.keeper_pid, signal.SIGTERM)
-        return False
-    try:
-        os.kill(record.keeper_pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
+        except ProcessLookupError:
+            return False
     deadline = time.monotonic() + STOP_WAIT_S
     while time.monotonic() < deadline:
         if not state.keeper_alive(record):
@@ -68,16 +72,27 @@ def stop(record: state.Record) -> bool:
     return False
 
 
+def _order(record: state.Record, name: str) -> bool:
+    """Give the keeper an order over its control channel; False if it could not be asked."""
+    try:
+        answer = keeper_control.ask(record.profile, name, timeout=ORDER_TIMEOUT_S)
+    except keeper_control.Unavailable as exc:
+        log.info("could not ask the keeper of %s to %s: %s", record.profile, name, exc)
+        return False
+    return bool(answer.get("ok"))
+
+
 def release(record: state.Record) -> None:
     """Make a live keeper let go of its tunnel without stopping the remote Jupyter."""
     import time
 
-    if not hasattr(signal, "SIGUSR1"):
-        raise ColabtunnelError(
-            "handing a tunnel to a new login is not supported on this platform",
-            hint=f"run `colabtunnel down {record.profile}` and `up` again (kernels restart)",
-        )
-    os.kill(record.keeper_pid, signal.SIGUSR1)
+    if not _order(record, "release"):
+        if not hasattr(signal, "SIGUSR1"):
+            raise ColabtunnelError(
+                f"the keeper of {record.profile} cannot be asked to hand its tunnel over",
+                hint=f"run `colabtunnel down {record.profile}` and `up` again (kernels restart)",
+            )
+        os.kill(record.keeper_pid, signal.SIGUSR1)
     deadline = time.monotonic() + RELEASE_WAIT_S
     while state.keeper_alive(record):
         if time.monotonic() > deadline:
@@ -283,6 +298,8 @@ def main() -> int:
         return EXIT_RUNTIME
     # From here a signal only asks the serve loop to end (see _serve); one that came before the
     # loop started makes it end at once, and the clean-up after it still runs.
+    if not SERVE_SIGNALS:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as TerminateProcess: no clean-up runs
     with startup.Signals(SERVE_SIGNALS) as signals:
         try:
             creds.offer_to_save(lambda question: confirm(reporter, question))
@@ -298,7 +315,8 @@ def main() -> int:
                 state.remove(name)
             return EXIT_RUNTIME
         _detach_stdio()
-        with keeper_control.serving(name, keeper_control.tunnel_handlers(tunnel)):
+        handlers = {**keeper_control.tunnel_handlers(tunnel), **ending_orders(signals)}
+        with keeper_control.serving(name, handlers):
             return _serve(tunnel, record, signals)
 
 
@@ -335,8 +353,37 @@ def _detach_stdio() -> None:
 # serve loop to end (startup.Signals). Raised as an exception they could land inside paramiko
 # between a lock's acquire() and its try, and the clean-up (the STOP script goes over the same
 # transport) would then wait on that lock forever.
+# The same two also come as orders over the control channel ("stop", "release"), which is how
+# `down` and a new keeper ask first, on every platform; the signals are the POSIX fallback.
 HAND_OVER = getattr(signal, "SIGUSR1", None)  # POSIX only
-SERVE_SIGNALS = (signal.SIGTERM,) if HAND_OVER is None else (signal.SIGTERM, HAND_OVER)
+SERVE_SIGNALS: tuple[int, ...] = (
+    (signal.SIGTERM,) if HAND_OVER is None else (signal.SIGTERM, HAND_OVER)
+)
+if os.environ.get("COLABTUNNEL_TEST_NO_SIGNALS"):
+    SERVE_SIGNALS = ()  # the tests' stand-in for Windows: no handler, only the channel's orders
+
+
+def ending_orders(
+    signals: startup.Signals, release: bool = True
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The control channel's "stop" (and "release": hand the tunnel over, Jupyter stays up)."""
+
+    def order(name: str) -> Callable[[], dict[str, Any]]:
+        def handle() -> dict[str, Any]:
+            log.info("asked to %s over the control channel", name)
+            signals.order(name)
+            return {"ok": True}
+
+        return handle
+
+    names = keeper_control.ORDERS if release else keeper_control.ORDERS - {"release"}
+    return {name: order(name) for name in names}
+
+
+def _said(first: int | str | None) -> str:
+    if isinstance(first, int):
+        return signal.Signals(first).name
+    return f"asked: {first}" if first else "the tunnel ended"
 
 
 def _serve(tunnel: Tunnel, record: state.Record, signals: startup.Signals | None = None) -> int:
@@ -350,13 +397,18 @@ def _serve(tunnel: Tunnel, record: state.Record, signals: startup.Signals | None
         )
     finally:
         # the first signal says what ends the loop: a stop, or a hand-over (Jupyter stays up)
-        stop_remote = not (signals.received and signals.received[0] == HAND_OVER)
+        handed_over = signals.first == "release" or (
+            HAND_OVER is not None and signals.first == HAND_OVER
+        )
+        stop_remote = not handed_over
         if record.health == "ended":
             log.info("Jupyter ended itself: removing what is left of it, then exiting")
         elif stop_remote:
-            log.info("stopping (SIGTERM)")
+            log.info("stopping (%s)", _said(signals.first))
         else:
-            log.info("handing the tunnel to a new keeper (SIGUSR1); Jupyter stays up")
+            log.info(
+                "handing the tunnel to a new keeper (%s); Jupyter stays up", _said(signals.first)
+            )
         why = record.detail if record.health == "host-key-changed" else ""
         stopped = tunnel.close(stop_remote=stop_remote)
         log.info("remote Jupyter stopped: %s", stopped)

@@ -44,7 +44,8 @@ class Interrupted(Exception):
 class Signals:
     """While entered, `signums` only record themselves and set `stop`; the `quiet_for` first
     ones are silent, later ones print `note` (if any) with a single write(2), which is safe in a
-    handler where print() is not."""
+    handler where print() is not. An order over the control channel (`order()`: "stop",
+    "release") ends the same way, on every platform; `first` is what came first."""
 
     def __init__(
         self, signums: tuple[int, ...], note: str | None = None, quiet_for: int = 1
@@ -53,6 +54,7 @@ class Signals:
         self.note = (f"! {note}\n".encode()) if note else None
         self.quiet_for = quiet_for
         self.received: list[int] = []
+        self.first: int | str | None = None  # the first signal number or order
         self.stop = threading.Event()
         self._saved: dict[int, object] = {}
 
@@ -65,8 +67,16 @@ class Signals:
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]  # what getsignal returned
 
+    def order(self, name: str) -> None:
+        """What a signal would ask, asked over the control channel (from another thread)."""
+        if self.first is None:
+            self.first = name
+        self.stop.set()
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
+        if self.first is None:
+            self.first = signum
         self.stop.set()
         if len(self.received) > self.quiet_for and self.note:
             with contextlib.suppress(OSError):
