@@ -212,9 +212,12 @@ def test_one_time_code_without_terminal(env: Env, otp_server: OtpSshd) -> None:
     assert "Verification code" in done.stderr and "no terminal" in done.stderr
 
 
+@pytest.mark.parametrize("handlers", ["signal-handlers", "no-signal-handlers"])
 def test_reconnect_that_needs_a_new_code_is_needs_login_then_up_relogs(
-    env: Env, otp_server: OtpSshd
+    env: Env, otp_server: OtpSshd, handlers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if handlers == "no-signal-handlers":  # as on Windows: no SIGUSR1, the keeper handles none
+        monkeypatch.setenv("COLABTUNNEL_TEST_NO_SIGNALS", "1")
     _otp_profile(env, otp_server)  # each code works once (HOTP)
     # A first port from outside 8888 upward, where the suite's other `up`s pick theirs: the old
     # keeper's port is then still free when the new keeper takes it over.
@@ -229,6 +232,8 @@ def test_reconnect_that_needs_a_new_code_is_needs_login_then_up_relogs(
     wait_for(lambda: health() == "needs-login", timeout=60)
     second = _tty_up("otp", {OTP_PROMPT: otp_server.new_code()})
     assert URL_RE.search(second).group(0) == url  # same token, same port: Colab keeps working
+    log = (env.ct_home / "logs" / "otp.log").read_text()
+    assert "handing the tunnel to a new keeper (asked: release); Jupyter stays up" in log
     shown = json.loads(env.run("status", "otp", "--json").stdout)["tunnels"]
     assert [t["health"] for t in shown] == ["ok"], (
         shown,

@@ -92,6 +92,45 @@ def test_down_after_the_keeper_died_stops_jupyter_itself(env: Env, own: Sshd) ->
     _stopped_everything(env, own, token)
 
 
+def test_down_stops_a_keeper_without_signal_handlers_by_its_control_channel(
+    env: Env, own: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Windows, where a signal cannot ask a keeper anything: the keeper installs no
+    handler (SIGTERM would kill it outright, its clean-up unrun), and `down` is carried out by
+    the "stop" order over the control channel: Jupyter stopped on the host, nothing left."""
+    monkeypatch.setenv("COLABTUNNEL_TEST_NO_SIGNALS", "1")
+    tunnel = up_json(env, NAME)
+    token = token_of(tunnel)
+    Kernel(tunnel["local_port"], token).run("x = 1")
+    handlers = _signal_handlers(tunnel["keeper_pid"])
+    assert handlers is not None and signal.SIGTERM not in handlers, "the keeper still handles TERM"
+    done = env.run("down", NAME, check=True)
+    assert f"stopped {NAME}" in done.stderr and "warning" not in done.stderr, done.stderr
+    _stopped_everything(env, own, token)
+    log = (env.ct_home / "logs" / f"{NAME}.log").read_text()
+    assert "asked to stop over the control channel" in log
+
+
+def test_down_falls_back_to_a_signal_when_the_keeper_cannot_be_asked(env: Env, own: Sshd) -> None:
+    tunnel = up_json(env, NAME)
+    token = token_of(tunnel)
+    (env.ct_home / "state" / f"{NAME}.sock").unlink()  # its control channel is gone
+    done = env.run("down", NAME, check=True)
+    assert f"stopped {NAME}" in done.stderr and "warning" not in done.stderr, done.stderr
+    _stopped_everything(env, own, token)
+    assert "stopping (SIGTERM)" in (env.ct_home / "logs" / f"{NAME}.log").read_text()
+
+
+def _signal_handlers(pid: int) -> set[int] | None:
+    """The signals `pid` has a handler for (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    mask = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    return {signum for signum in range(1, 65) if mask & (1 << (signum - 1))}
+
+
 def _manual_command(stderr: str) -> str:
     match = re.search(r"Stop it with: (ssh .+)$", stderr, re.M)
     assert match, stderr
