@@ -199,9 +199,10 @@ def test_otp_sshd_codes_work_once_and_drop_ends_sessions(otp_server: OtpSshd) ->
     with pytest.raises(paramiko.AuthenticationException):
         _kbd_login(otp_server, first, [])  # used: refused
     second = _kbd_login(otp_server, otp_server.new_code(), [])
+    # before the drop: killing the session's sshd may cut its "Accepted" line short
+    wait_for(lambda: otp_server.logins == 2, timeout=10)
     otp_server.drop_connections()
     wait_for(lambda: not transport.is_active() and not second.is_active(), timeout=10)
-    wait_for(lambda: otp_server.logins == 2, timeout=10)
 
 
 def test_openssh_client_under_tty_answers_kbd_prompt(otp_server: OtpSshd, tmp_path: Path) -> None:
