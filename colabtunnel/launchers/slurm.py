@@ -47,6 +47,9 @@ POLL_FIRST_S = 2.0  # squeue is asked gently: from 2 s, backing off to 30 s whil
 POLL_MAX_S = 30.0
 CANCEL_WAIT_S = 60.0
 SQUEUE_LIMIT_S = 5  # slurm_status.sh's squeue limit: a status is never held by the scheduler
+# slurm_cancel.sh's limit on each squeue and scancel: past slurm.conf's MessageTimeout (10 s
+# default), so a slow scheduler still answers and a silent one does not hold `down` for long
+CANCEL_SCHEDULER_LIMIT_S = 15
 WARN_LEFT_S = 600  # the job's time-limit warning (`--signal=B:USR1@600`) and status's
 
 
@@ -546,6 +549,7 @@ def stop(host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
         CANCEL_WAIT_S + INSPECT_TIMEOUT,
         job=remote.quote(job),
         wait_ticks=int(CANCEL_WAIT_S * 2),
+        scheduler_limit=CANCEL_SCHEDULER_LIMIT_S,
     )
     answer = _answer(out)
     if answer.get("answered") is False:

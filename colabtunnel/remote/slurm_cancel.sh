@@ -4,7 +4,8 @@
 # A scheduler that does not answer is said so ("answered": false, its words under @@scheduler):
 # a job it was not told to cancel may still start, and the caller must not say it was cancelled.
 JOB=__CT_JOB__
-LIMIT=; command -v timeout >/dev/null 2>&1 && LIMIT="timeout 15"  # past slurm.conf's MessageTimeout (10 s default)
+LIMIT_S=__CT_SCHEDULER_LIMIT__
+LIMIT=; command -v timeout >/dev/null 2>&1 && LIMIT="timeout $LIMIT_S"
 was=false
 answered=true
 said=
@@ -18,7 +19,7 @@ queued() {  # 0: listed, 1: not listed, 2: the scheduler did not answer (its wor
     *"Invalid job id"*) return 1 ;;  # long gone (past MinJobAge)
   esac
   said=${out##*$'\n'}
-  [ -n "$said" ] || said="squeue gave no answer in 15 s"
+  [ -n "$said" ] || said="squeue gave no answer in $LIMIT_S s"
   return 2
 }
 if [ -n "$JOB" ]; then
