@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from colabtunnel.keeper import channel
 from tests.conftest import Env, jupyters_under, wait_for
 from tests.sshd import Sshd, running_sshd
 from tests.test_link_faults import _impostor
@@ -114,7 +115,7 @@ def test_down_stops_a_keeper_without_signal_handlers_by_its_control_channel(
 def test_down_falls_back_to_a_signal_when_the_keeper_cannot_be_asked(env: Env, own: Sshd) -> None:
     tunnel = up_json(env, NAME)
     token = token_of(tunnel)
-    (env.ct_home / "state" / f"{NAME}.sock").unlink()  # its control channel is gone
+    Path(channel.address(NAME, tunnel["keeper_pid"]).address).unlink()  # its channel is gone
     done = env.run("down", NAME, check=True)
     assert f"stopped {NAME}" in done.stderr and "warning" not in done.stderr, done.stderr
     _stopped_everything(env, own, token)

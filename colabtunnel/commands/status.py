@@ -63,13 +63,15 @@ def _ask_all(
 
     found: dict[str, dict[str, Any]] = {}
 
-    def ask(profile: str) -> None:
+    def ask(record: state.Record) -> None:
         try:
-            found[profile] = keeper_control.ask(profile, question, timeout=timeout)
+            found[record.profile] = keeper_control.ask(
+                record.profile, question, timeout=timeout, keeper_pid=record.keeper_pid
+            )
         except keeper_control.Unavailable as exc:
-            found[profile] = {"ok": False, "reason": str(exc)}
+            found[record.profile] = {"ok": False, "reason": str(exc)}
 
-    threads = [threading.Thread(target=ask, args=(r.profile,), daemon=True) for r in records]
+    threads = [threading.Thread(target=ask, args=(r,), daemon=True) for r in records]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -1,14 +1,14 @@
 """A local control channel to a running keeper: one JSON question, one JSON answer.
 
-The keeper listens on a Unix socket beside its state record (state/PROFILE.sock: the directory is
-0700, the socket 0600, and on Linux the peer must be this user). The keeper answers through the
-connection it already holds (no second login, no new prompt). The asker never waits longer than
-its timeout, so `status` cannot hang on a keeper that is busy, stuck or gone.
+The channel itself (a Unix socket or a named pipe, one per keeper process, only for this user) is
+channel.py's. The keeper answers through the connection it already holds (no second login, no new
+prompt). The asker never waits longer than its timeout, so `status` cannot hang on a keeper that
+is busy, stuck or gone.
 
 Questions are a fixed table (`handlers`): "gpus", the GPUs' use now; "job", what the launcher says
 beyond the tunnel (a Slurm job's state and time left); "activity", when Jupyter was last used.
 Orders ("stop", "release"; ORDERS) end the keeper's serve loop as its signals do, which are the
-fallback for a keeper that cannot be asked.
+POSIX fallback for a keeper that cannot be asked.
 """
 
 from __future__ import annotations
@@ -17,16 +17,11 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import struct
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from colabtunnel import paths
+from colabtunnel.keeper import channel
 
 if TYPE_CHECKING:
     from colabtunnel.keeper.tunnel import Tunnel
@@ -40,42 +35,14 @@ GPU_QUERY_S = 2.5  # how long the host's GPU tools may take (then they are kille
 SCRIPT_MARGIN_S = 1.5  # the round trip and the host's Python starting, on top of that
 ASK_TIMEOUT_S = GPU_QUERY_S + SCRIPT_MARGIN_S + 0.5  # what `status` waits for a keeper, at most
 ACTIVITY_S = 3.0  # Jupyter's /api/status through the forwarded port
-# Unix socket paths are limited (108 bytes on Linux, 104 on macOS, the NUL included).
-MAX_SOCKET_PATH = 100
+QUESTION_S = 5.0  # how long the keeper waits for the question once the handshake is done
 # Orders rather than questions: `down` ("stop") and a new keeper taking over ("release")
 ORDERS = frozenset({"stop", "release"})
-# CPython on Windows has no Unix sockets; a named-pipe channel is issue 21's next step
-NO_CHANNEL_HERE = "keepers have no control channel on Windows yet"
+NO_CHANNEL = "the keeper has no control channel (started by an older colabtunnel?)"
 
 
 class Unavailable(Exception):
     """The keeper could not be asked or did not answer; the message says why, for people."""
-
-
-def _unix_socket() -> socket.socket:
-    if sys.platform == "win32":
-        raise Unavailable(NO_CHANNEL_HERE)
-    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-
-
-def socket_path(profile: str) -> Path:
-    return paths.state_dir() / f"{profile}.sock"
-
-
-@contextlib.contextmanager
-def _addressable(path: Path) -> Iterator[str]:
-    """An address for `path` that fits a Unix socket: the path itself, or (Linux, long paths) the
-    same file reached through /proc/self/fd/N of its directory."""
-    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
-        yield str(path)
-        return
-    if not sys.platform.startswith("linux"):
-        raise Unavailable(f"the state directory's path is too long for a control socket: {path}")
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
 
 
 # -- the keeper's side -----------------------------------------------------------------------------
@@ -110,12 +77,12 @@ def tunnel_handlers(tunnel: Tunnel) -> dict[str, Handler]:
 @contextlib.contextmanager
 def serving(profile: str, handlers: Mapping[str, Handler]) -> Iterator[None]:
     """Answer questions for `profile` while the block runs. Never fails the keeper: without a
-    socket, `status` just cannot show what the keeper would have said."""
+    channel, `status` just cannot show what the keeper would have said (and `down` signals)."""
     server = None
     try:
         server = _Server(profile, handlers)
-    except (OSError, Unavailable) as exc:
-        log.warning("no control channel for status: %s", exc)
+    except OSError as exc:
+        log.warning("no control channel for status and down: %s", exc)
     try:
         yield
     finally:
@@ -125,49 +92,36 @@ def serving(profile: str, handlers: Mapping[str, Handler]) -> Iterator[None]:
 
 class _Server:
     def __init__(self, profile: str, handlers: Mapping[str, Handler]) -> None:
+        from colabtunnel.keeper import state
+
         self.handlers = handlers
-        self.path = socket_path(profile)
         self.busy = threading.Lock()  # one question at a time reaches the host
-        self.closed = threading.Event()
-        self.listener = _unix_socket()
-        try:
-            with _addressable(self.path) as address:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(address)  # left by a keeper that was killed
-                old_umask = os.umask(0o177)
-                try:
-                    self.listener.bind(address)
-                finally:
-                    os.umask(old_umask)
-                os.chmod(address, 0o600)
-                self.identity = os.stat(address).st_ino
-            self.listener.listen(8)
-            self.listener.settimeout(0.5)  # so close() is noticed without waking accept()
-        except BaseException:
-            self.listener.close()
-            raise
-        threading.Thread(target=self._accept, name="control", daemon=True).start()
+        channel.sweep(profile, lambda pid: state.process_identity(pid) is not None)
+        self.listening = channel.Listening(profile)
+        self.thread = threading.Thread(target=self._accept, name="control", daemon=True)
+        self.thread.start()
 
     def _accept(self) -> None:
-        while not self.closed.is_set():
+        while True:
             try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+                conn = self.listening.accept()
+            except OSError as exc:
+                if not self.listening.closed:
+                    log.warning("control: the channel stopped accepting: %s", exc)
+                return
+            if conn is None:
                 return
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
-    def _answer(self, conn: socket.socket) -> None:
+    def _answer(self, conn: channel.Conn) -> None:
         with conn:
             try:
-                conn.settimeout(ASK_TIMEOUT_S + 5)
-                if not _same_user(conn):
-                    return
-                question = json.loads(_read_line(conn, REQUEST_LIMIT, time.monotonic() + 5))
-                answer = self._handle(question)
-                conn.sendall(json.dumps(answer).encode() + b"\n")
-            except (OSError, ValueError, Unavailable) as exc:
+                self.listening.authenticate(conn)
+                if not conn.poll(QUESTION_S):
+                    raise Unavailable("no question in time")
+                question = json.loads(conn.recv_bytes(REQUEST_LIMIT))
+                conn.send_bytes(json.dumps(self._handle(question)).encode())
+            except (OSError, EOFError, ValueError, Unavailable, channel.Refused) as exc:
                 log.info("control: a question went unanswered: %s", exc)
 
     def _handle(self, question: object) -> dict[str, Any]:
@@ -188,66 +142,66 @@ class _Server:
             self.busy.release()
 
     def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-        with contextlib.suppress(OSError, Unavailable), _addressable(self.path) as address:
-            if os.stat(address).st_ino == self.identity:  # not a newer keeper's socket
-                os.unlink(address)
-
-
-def _same_user(conn: socket.socket) -> bool:
-    """Linux tells who is on the other end; elsewhere the 0700 directory is the guard."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None or sys.platform == "win32":
-        return True
-    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, 12))
-    return bool(uid == os.getuid())
-
-
-def _read_line(conn: socket.socket, limit: int, deadline: float) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Unavailable("no answer in time")
-        conn.settimeout(left)
-        try:
-            chunk = conn.recv(65536)
-        except TimeoutError:
-            raise Unavailable("no answer in time") from None
-        if not chunk:
-            raise Unavailable("the keeper closed the channel without answering")
-        data += chunk
-        if len(data) > limit:
-            raise Unavailable("the answer is too long")
-    return data.split(b"\n", 1)[0]
+        self.listening.close()
+        self.thread.join(timeout=2)
 
 
 # -- the asker's side ------------------------------------------------------------------------------
 
 
-def ask(profile: str, question: str, timeout: float = ASK_TIMEOUT_S) -> dict[str, Any]:
-    """Ask the keeper of `profile`; its answer, or Unavailable within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    path = socket_path(profile)
-    with _unix_socket() as conn:
-        conn.settimeout(timeout)
+def ask(
+    profile: str, question: str, timeout: float = ASK_TIMEOUT_S, keeper_pid: int | None = None
+) -> dict[str, Any]:
+    """Ask the keeper of `profile` (the one its state record names, unless `keeper_pid` says);
+    its answer, or Unavailable within `timeout` seconds."""
+    if keeper_pid is None:
+        from colabtunnel.keeper import state
+
+        record = state.peek(profile)
+        if record is None:
+            raise Unavailable(f"no keeper is running for {profile}")
+        keeper_pid = record.keeper_pid
+    where = channel.address(profile, keeper_pid)
+    said: list[dict[str, Any] | Unavailable] = []
+    # One thread bounds every step (connecting included, which can block on a full backlog or a
+    # busy pipe): the asker is a short-lived command, so a stuck thread ends with it.
+    asking = threading.Thread(target=_exchange, args=(where, question, said), daemon=True)
+    asking.start()
+    asking.join(timeout)
+    if not said:
+        raise Unavailable(f"the keeper did not answer within {timeout:g} s")
+    answer = said[0]
+    if isinstance(answer, Unavailable):
+        raise answer
+    return answer
+
+
+def _exchange(
+    where: channel.Address, question: str, said: list[dict[str, Any] | Unavailable]
+) -> None:
+    try:
+        said.append(_ask_at(where, question))
+    except Unavailable as exc:
+        said.append(exc)
+
+
+def _ask_at(where: channel.Address, question: str) -> dict[str, Any]:
+    try:
+        conn = channel.connect(where)
+    except FileNotFoundError:
+        raise Unavailable(NO_CHANNEL) from None
+    except channel.Refused as exc:
+        raise Unavailable(f"the keeper's channel refused: {exc}") from None
+    except OSError as exc:
+        if isinstance(exc, ConnectionRefusedError) or not os.path.exists(where.key_file):
+            raise Unavailable(NO_CHANNEL) from None
+        raise Unavailable(f"cannot reach the keeper: {exc.strerror or exc}") from None
+    with conn:
         try:
-            with _addressable(path) as address:
-                conn.connect(address)
-            conn.sendall(json.dumps({"ask": question}).encode() + b"\n")
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise Unavailable(
-                "the keeper has no control channel (started by an older colabtunnel?)"
-            ) from None
-        except OSError as exc:
-            raise Unavailable(f"cannot reach the keeper: {exc.strerror or exc}") from None
-        try:
-            answer = json.loads(_read_line(conn, ANSWER_LIMIT, deadline))
-        except Unavailable as exc:
-            if str(exc) == "no answer in time":
-                raise Unavailable(f"the keeper did not answer within {timeout:g} s") from None
-            raise
+            conn.send_bytes(json.dumps({"ask": question}).encode())
+            answer = json.loads(conn.recv_bytes(ANSWER_LIMIT))
+        except (OSError, EOFError):
+            raise Unavailable("the keeper closed the channel without answering") from None
         except ValueError:
             raise Unavailable("the keeper's answer could not be read") from None
     if not isinstance(answer, dict):

@@ -75,7 +75,9 @@ def stop(record: state.Record) -> bool:
 def _order(record: state.Record, name: str) -> bool:
     """Give the keeper an order over its control channel; False if it could not be asked."""
     try:
-        answer = keeper_control.ask(record.profile, name, timeout=ORDER_TIMEOUT_S)
+        answer = keeper_control.ask(
+            record.profile, name, timeout=ORDER_TIMEOUT_S, keeper_pid=record.keeper_pid
+        )
     except keeper_control.Unavailable as exc:
         log.info("could not ask the keeper of %s to %s: %s", record.profile, name, exc)
         return False
