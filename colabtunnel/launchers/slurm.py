@@ -50,6 +50,8 @@ SQUEUE_LIMIT_S = 5  # slurm_status.sh's squeue limit: a status is never held by 
 # slurm_cancel.sh's limit on each squeue and scancel: past slurm.conf's MessageTimeout (10 s
 # default), so a slow scheduler still answers and a silent one does not hold `down` for long
 CANCEL_SCHEDULER_LIMIT_S = 15
+# A job whose Jupyter ended itself (idle_timeout) gets this long to end COMPLETED before a cancel
+IDLE_SETTLE_S = 20.0
 WARN_LEFT_S = 600  # the job's time-limit warning (`--signal=B:USR1@600`) and status's
 
 
@@ -542,15 +544,17 @@ def stop(host: Host, profile: Profile, handle: dict[str, Any] | None) -> bool:
     job = str((handle or {}).get("job") or "")
     if not job:
         job = status(host, profile).job or ""
-    out = _run(
-        host,
-        profile,
-        "slurm_cancel.sh",
-        CANCEL_WAIT_S + INSPECT_TIMEOUT,
+    script = remote.render(
+        remote.text("slurm_session.sh")
+        + remote.text("idle_line.sh")
+        + remote.text("slurm_cancel.sh"),
+        **_session_values(profile),
         job=remote.quote(job),
         wait_ticks=int(CANCEL_WAIT_S * 2),
+        settle_ticks=int(IDLE_SETTLE_S * 2),
         scheduler_limit=CANCEL_SCHEDULER_LIMIT_S,
     )
+    out = host.run_script(script, IDLE_SETTLE_S + CANCEL_WAIT_S + INSPECT_TIMEOUT).stdout
     answer = _answer(out)
     if answer.get("answered") is False:
         said = _sections(out).get("scheduler") or "no answer"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Joined after slurm_session.sh: cancel the session's job, wait until Slurm has it gone (its
+# Joined after slurm_session.sh and idle_line.sh: cancel the session's job, wait until Slurm has it gone (its
 # processes stopped on the node), and remove the session directory (the token, the keys).
 # A scheduler that does not answer is said so ("answered": false, its words under @@scheduler):
 # a job it was not told to cancel may still start, and the caller must not say it was cancelled.
@@ -38,7 +38,16 @@ if [ -n "$JOB" ]; then
     fi
   elif [ "$listed" = 0 ]; then
     was=true
-    scancel "$JOB" 2>/dev/null
+    # Jupyter ended itself (idle_timeout): the job is on its way to COMPLETED, and a cancel in
+    # those last seconds would make it CANCELLED. It gets the time to end by itself first.
+    if ct_idle_logged "$SESSION/jupyter.log"; then
+      i=0
+      settle=__CT_SETTLE_TICKS__  # half seconds
+      while [ "$i" -lt "$settle" ] && queued; do
+        sleep 0.5; i=$((i + 1))
+      done
+    fi
+    queued; [ $? = 1 ] || scancel "$JOB" 2>/dev/null
   fi
   if [ "$was" = true ]; then
     i=0
