@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
+import signal
+import sys
+import time
 
 import pytest
 
+from colabtunnel.jupyter.probe import run_probe
 from colabtunnel.keeper import launch as keeper_launch
 from colabtunnel.keeper import state
 from colabtunnel.keeper.launch import profile_of, wants_keeper
@@ -97,3 +103,34 @@ def test_up_adopts_the_early_keeper_and_a_second_up_leaves_one(local_env: Env) -
     assert [p.pid for p in keepers(local_env)] == [record["keeper_pid"]]
     local_env.run("down", "local", check=True)
     assert not leftover_processes(local_env)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="platform: a POSIX terminal (pty) hang-up")
+def test_the_keeper_outlives_the_terminal_that_started_it(local_env: Env) -> None:
+    """Closing the terminal window: the kernel hangs up the terminal's session (SIGHUP to its
+    shell and to its foreground process group). `up` ran in that shell; its keeper must not
+    share the session's fate. A real pty, a real shell, a real hang-up."""
+    import pty
+    import select
+
+    pid, master = pty.fork()
+    if pid == 0:  # the terminal's shell; `up` in it without job control, so in its group
+        command = f"{shlex.quote(sys.executable)} -m colabtunnel up local; sleep 600"
+        os.execvp("bash", ["bash", "--norc", "--noprofile", "-c", command])
+    said = b""
+    deadline = time.monotonic() + 120
+    while b"?token=" not in said:
+        assert time.monotonic() < deadline, said.decode(errors="replace")
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            with contextlib.suppress(OSError):
+                said += os.read(master, 65536)
+    record = state.read("local")
+    assert record is not None and state.keeper_alive(record)
+    os.close(master)  # the window closes
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP, status
+    time.sleep(2)  # what the hang-up would have killed is dead by now
+    assert state.keeper_alive(record)
+    url = f"http://127.0.0.1:{record.local_port}/"
+    assert run_probe(url, record.token).ok
