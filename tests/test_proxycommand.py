@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from colabtunnel.errors import ColabtunnelError
 from colabtunnel.profiles import Profile
-from colabtunnel.ssh import connection, sshtarget
+from colabtunnel.ssh import connection, proxycommand, sshtarget
 from colabtunnel.ssh.credentials import Credentials
 from tests.conftest import Env, wait_for
 
@@ -32,6 +34,14 @@ def _relay_profile(env: Env, alias: str, proxy: str) -> sshtarget.SSHTarget:
     return sshtarget.resolve(Profile(alias, host=alias))
 
 
+@pytest.fixture(params=["shell", "windows-way"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test twice: through the user's shell (POSIX), and as on Windows (the command line
+    started without a shell, its pipes relayed to the socket by threads)."""
+    monkeypatch.setattr(proxycommand, "WINDOWS_WAY", request.param == "windows-way")
+    return str(request.param)
+
+
 def _counts() -> tuple[int, int, int]:
     me = psutil.Process()
     return (
@@ -41,7 +51,7 @@ def _counts() -> tuple[int, int, int]:
     )
 
 
-def test_hundred_connections_leave_no_process_fd_or_thread(env: Env) -> None:
+def test_hundred_connections_leave_no_process_fd_or_thread(env: Env, way: str) -> None:
     target = _relay_profile(env, "relay-gpu", RELAY)
     creds = Credentials("relay")
     connection.connect(target, "relay", creds=creds).close()  # warm-up: imports, caches
@@ -61,11 +71,11 @@ def test_hundred_connections_leave_no_process_fd_or_thread(env: Env) -> None:
     # A leak never settles; 30 s is for a loaded machine (the suite runs 4 workers on 2 cores),
     # where the last proxies and transport threads take seconds to be reaped.
     wait_for(settled, timeout=30, interval=0.2, why=lambda: f"{before} -> {_counts()}")
-    print(f"100 connections through a ProxyCommand in {took:.1f} s; fds/children/threads {before}")
+    print(f"100 connections ({way}) in {took:.1f} s; fds/children/threads {before}")
 
 
 def test_a_chatty_proxy_does_not_block_and_its_stderr_is_logged(
-    env: Env, caplog: pytest.LogCaptureFixture
+    env: Env, caplog: pytest.LogCaptureFixture, way: str
 ) -> None:
     # 2 MB on stderr before any byte of SSH: far more than a pipe holds (64 KiB); a proxy whose
     # stderr nobody reads would stop here, and the banner would never come.
@@ -96,3 +106,37 @@ def test_proxy_runs_through_the_users_shell(
     target = _relay_profile(env, "shell-gpu", RELAY)
     connection.connect(target, "shell", creds=Credentials("shell")).close()
     assert seen.read_text().startswith("-c exec bash -c ")
+
+
+def test_the_windows_way_runs_no_shell(env: Env, tmp_path: Path) -> None:
+    """Windows' OpenSSH starts the line itself: shell syntax is not read, the program is run with
+    its words as arguments. A line that needs a shell says so, in one line."""
+    seen = tmp_path / "seen"
+    recorder = tmp_path / "record-args"
+    recorder.write_text(
+        f'#!/bin/bash\nprintf "%s\\n" "$@" > {seen}\nexec 3<>/dev/tcp/"$1"/"$2"; cat <&3 & exec cat >&3\n'
+    )
+    recorder.chmod(0o755)
+    proxycommand.WINDOWS_WAY = True
+    try:
+        target = _relay_profile(env, "direct-gpu", f"{recorder} %h %p $HOME;x")
+        connection.connect(target, "direct", creds=Credentials("direct")).close()
+        assert seen.read_text().splitlines()[2] == "$HOME;x"  # no shell expanded or split it
+        with pytest.raises(ColabtunnelError, match="cannot run ProxyCommand") as failed:
+            proxycommand.start("no-such-proxy-program %h")
+        assert "full path" in (failed.value.hint or "")
+    finally:
+        proxycommand.WINDOWS_WAY = sys.platform == "win32"
+
+
+def test_a_proxy_that_exits_at_once_is_one_clear_error_within_seconds(env: Env, way: str) -> None:
+    """Its exit must reach paramiko as EOF at once (the relay passes it on as Windows' way), not
+    after a banner timeout; its last words are the message."""
+    target = _relay_profile(env, "broken-gpu", "sh -c 'echo no route to bastion >&2; exit 3'")
+    started = time.monotonic()
+    with pytest.raises(ColabtunnelError) as failed:
+        connection.connect(target, "broken", creds=Credentials("broken"))
+    took = time.monotonic() - started
+    assert "exited with status 3" in failed.value.message
+    assert "no route to bastion" in failed.value.message
+    assert took < 5, took

@@ -535,3 +535,62 @@ def test_route_json_reports_sources(home: Path, resolver: str) -> None:
     expected = f"ssh_config {config}:4" if resolver == "built-in" else "ssh -G"
     assert data["sources"]["hostname"] == expected
     assert [hop["user"] for hop in data["hops"]] == ["bu"]
+
+
+# What Windows' own OpenSSH client prints for `ssh -G` (the shape its users' logs show): the
+# user's files under `~`, the system's under its __PROGRAMDATA__ token.
+WINDOWS_SSH_G = r"""host gpu
+user alice
+hostname gpu.example.org
+port 22
+identityfile ~/.ssh/id_ed25519
+userknownhostsfile ~/.ssh/known_hosts ~/.ssh/known_hosts2
+globalknownhostsfile __PROGRAMDATA__\ssh/ssh_known_hosts __PROGRAMDATA__\ssh/ssh_known_hosts2
+stricthostkeychecking ask
+"""
+
+
+def test_windows_openssh_paths_are_opened_where_windows_keeps_them(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows' OpenSSH cannot run here: a stand-in prints what it prints. Its known-hosts files
+    must be the user's and %PROGRAMDATA%'s, and a host key there must be found."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "said").write_text(WINDOWS_SSH_G)
+    fake = bin_dir / "ssh"
+    fake.write_text(f"#!/bin/sh\ncat {bin_dir / 'said'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    programdata = tmp_path / "ProgramData"
+    monkeypatch.setenv("PROGRAMDATA", str(programdata))
+    result = target("gpu")
+    assert result.resolver == "ssh -G"
+    assert result.global_known_hosts_files == (
+        f"{programdata}\\ssh/ssh_known_hosts",
+        f"{programdata}\\ssh/ssh_known_hosts2",
+    )
+    assert result.known_hosts_files == (
+        str(isolated_home / ".ssh/known_hosts"),
+        str(isolated_home / ".ssh/known_hosts2"),
+    )
+    assert result.identity_files == (str(isolated_home / ".ssh/id_ed25519"),)
+    # On Windows `\` separates; here it is part of a name: the same file either way
+    import paramiko
+
+    from colabtunnel.ssh import hostkeys
+
+    key = paramiko.Ed25519Key.from_private_key_file(str(_any_ed25519_key(tmp_path)))
+    system_file = Path(result.global_known_hosts_files[0])
+    system_file.parent.mkdir(parents=True)
+    system_file.write_text(f"gpu.example.org {key.get_name()} {key.get_base64()}\n")
+    known = hostkeys.load((*result.known_hosts_files, *result.global_known_hosts_files))
+    assert [entry[0] for entry in known.entries] == ["gpu.example.org"]
+
+
+def _any_ed25519_key(where: Path) -> Path:
+    import subprocess
+
+    path = where / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path

@@ -6,6 +6,10 @@ log file in the background), and the last lines are kept for the error message w
 fails. Closing the socket ends the process: EOF first (`ssh -W` and most proxies exit on it), then
 TERM, then KILL, and it is always reaped, so reconnects leave no zombies and no open descriptors.
 
+On Windows, as Windows' OpenSSH does, the command line is started as it is (CreateProcess: no
+shell, no `exec`), and since a pipe there cannot be a socket, two threads relay between the
+process's pipes and the socket pair (WINDOWS_WAY; the tests run it on Linux too).
+
 paramiko's own ProxyCommand class was not used: it splits the line without a shell, never reads
 stderr (a chatty proxy blocks on a full pipe) and leaves a zombie on every close.
 """
@@ -18,12 +22,14 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from typing import IO, Any
 
 from colabtunnel.errors import ColabtunnelError
 from colabtunnel.redact import mask
@@ -94,13 +100,15 @@ class ProxySocket(socket.socket):
         return ProxyFailed(what, hint, needs_person)
 
 
+# Windows' way of running the command (above). A module setting so the tests can take it here.
+WINDOWS_WAY = sys.platform == "win32"
+RELAY_CHUNK = 65536
+
+
 def start(command: str) -> ProxySocket:
-    """Run `command` through the user's shell with a socket pair as its stdin/stdout."""
-    if sys.platform == "win32":
-        raise ColabtunnelError(
-            "ProxyCommand is not supported on Windows yet",
-            hint="use ProxyJump (`jump` in the profile), which works everywhere",
-        )
+    """Run `command` as ssh_config(5) says, a socket pair's end as its stdin/stdout."""
+    if WINDOWS_WAY:
+        return _start_piped(command)
     ours, theirs = socket.socketpair()
     shell = os.environ.get("SHELL") or "/bin/sh"
     try:
@@ -110,7 +118,7 @@ def start(command: str) -> ProxySocket:
             stdout=theirs.fileno(),
             stderr=subprocess.PIPE,
             close_fds=True,
-            start_new_session=True,  # no terminal to read; the whole group can be stopped
+            **_own_group(),  # no terminal to read; the whole group can be stopped
         )
     except OSError as exc:
         ours.close()
@@ -120,6 +128,101 @@ def start(command: str) -> ProxySocket:
         ) from exc
     finally:
         theirs.close()
+    return _wrap(ours, process, command)
+
+
+def _start_piped(command: str) -> ProxySocket:
+    """The command line started directly, its pipes relayed to a socket pair by two threads."""
+    ours, relay = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            _direct_argv(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            **_own_group(),
+        )
+    except (OSError, ValueError) as exc:
+        ours.close()
+        relay.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ColabtunnelError(
+            f"cannot run ProxyCommand `{mask(command)}`: {reason}",
+            hint="it is started without a shell: give the program's full path "
+            r"(for example C:\Windows\System32\OpenSSH\ssh.exe) and no shell syntax",
+        ) from exc
+    assert process.stdin is not None and process.stdout is not None
+    ends = _Ends(relay)
+    threading.Thread(
+        target=_pump_in, args=(relay, process.stdin, ends), name="proxy-in", daemon=True
+    ).start()
+    threading.Thread(
+        target=_pump_out, args=(process.stdout, relay, ends), name="proxy-out", daemon=True
+    ).start()
+    return _wrap(ours, process, command)
+
+
+def _direct_argv(command: str) -> str | list[str]:
+    """Windows: the line itself, for CreateProcess to read. Elsewhere (the tests): split as a
+    program and its arguments, with no shell either."""
+    if sys.platform == "win32":
+        return command
+    return shlex.split(command)
+
+
+def _own_group() -> dict[str, Any]:
+    if sys.platform == "win32":
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+        return {"creationflags": flags}
+    return {"start_new_session": True}
+
+
+class _Ends:
+    """The relay's socket end, closed by whichever pump finishes last."""
+
+    def __init__(self, relay: socket.socket) -> None:
+        self.relay = relay
+        self.left = 2
+        self.lock = threading.Lock()
+
+    def done(self) -> None:
+        with self.lock:
+            self.left -= 1
+            if self.left == 0:
+                self.relay.close()
+
+
+def _pump_in(relay: socket.socket, stdin: IO[bytes], ends: _Ends) -> None:
+    """paramiko's bytes to the proxy; our end's close is EOF on its stdin."""
+    try:
+        while data := relay.recv(RELAY_CHUNK):
+            view = memoryview(data)
+            while view:
+                view = view[stdin.write(view) or 0 :]
+    except OSError:
+        pass  # the proxy is gone: what it sent before is still relayed out
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+        ends.done()
+
+
+def _pump_out(stdout: IO[bytes], relay: socket.socket, ends: _Ends) -> None:
+    """The proxy's bytes to paramiko; its exit is EOF on our end."""
+    try:
+        while data := stdout.read(RELAY_CHUNK):
+            relay.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            relay.shutdown(socket.SHUT_WR)
+        stdout.close()
+        ends.done()
+
+
+def _wrap(ours: socket.socket, process: subprocess.Popen[bytes], command: str) -> ProxySocket:
     sock = ProxySocket(fileno=ours.detach())
     sock.finishing = threading.Lock()
     _LIVE.add(process)

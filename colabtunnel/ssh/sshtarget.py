@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,12 @@ DEFAULT_IDENTITY_FILES = (
     "~/.ssh/id_dsa",
 )
 DEFAULT_USER_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
-DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
+if sys.platform == "win32":  # as Windows' OpenSSH has it (sshtokens.local_path expands it)
+    DEFAULT_GLOBAL_KNOWN_HOSTS = (
+        r"__PROGRAMDATA__\ssh/ssh_known_hosts __PROGRAMDATA__\ssh/ssh_known_hosts2"
+    )
+else:
+    DEFAULT_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"
 _STRICT = {"yes": "true", "true": "true", "no": "false", "off": "false", "false": "false"}
 _YES = ("yes", "true")
 HOP_RE = re.compile(
@@ -301,9 +307,11 @@ def _target(
         identity_agent=_agent_socket(one("identityagent"), tokens),
         proxy_jump=jump,
         proxy_command=_proxy_command(one("proxycommand"), tokens, alias, origins),
-        known_hosts_files=() if user_known.lower() == "none" else tuple(user_known.split()),
+        known_hosts_files=()
+        if user_known.lower() == "none"
+        else tuple(sshtokens.local_path(f) for f in user_known.split()),
         global_known_hosts_files=tuple(
-            sshtokens.expand_tilde(f)
+            sshtokens.local_path(f)
             for f in (one("globalknownhostsfile", "") or "").split()
             if f.lower() != "none"
         ),

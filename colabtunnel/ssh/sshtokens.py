@@ -75,6 +75,19 @@ def expand_tilde(value: str) -> str:
     return os.path.expanduser(value) if value.startswith("~") else value  # ~otheruser/...
 
 
+# Windows' OpenSSH names its system directory so in its defaults, and `ssh -G` prints it as is
+PROGRAMDATA_TOKEN = "__PROGRAMDATA__"
+
+
+def local_path(value: str) -> str:
+    """A file name as ssh_config or `ssh -G` gives it, as this machine opens it: `~` expanded,
+    and Windows' OpenSSH's __PROGRAMDATA__ made %PROGRAMDATA% (C:\\ProgramData)."""
+    if value.startswith(PROGRAMDATA_TOKEN):
+        programdata = os.environ.get("PROGRAMDATA") or r"C:\ProgramData"
+        value = programdata + value[len(PROGRAMDATA_TOKEN) :]
+    return expand_tilde(value)
+
+
 def expand_env(value: str, origin: str) -> str:
     try:
         return _ENV_RE.sub(lambda m: os.environ[m.group(1)], value)
