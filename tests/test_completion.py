@@ -123,7 +123,42 @@ def test_completion_in_real_bash() -> None:
     assert done.stdout.split() == ["gpu-box", "gpu.lab"], done.stderr
 
 
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_the_way_powershell_asks() -> None:
+    """PowerShell cannot run here (no pwsh package in Debian): its script block's request, made
+    as that block makes it (the whole command line, the word being completed), and the reply in
+    the `name:::help` lines the block splits."""
+    _write_profiles()
+    script = subprocess.run(
+        [COLABTUNNEL],
+        env={**os.environ, "_COLABTUNNEL_COMPLETE": "source_powershell"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "Register-ArgumentCompleter -Native -CommandName colabtunnel" in script
+    assert '$Env:_COLABTUNNEL_COMPLETE = "complete_powershell"' in script
+    for line, word, names in [
+        ("colabtunnel up gpu", "gpu", ["gpu-box", "gpu.lab"]),
+        ("colabtunnel down lab-ws ", "", ["gpu-box", "lab-ws", "gpu.lab", "local"]),
+    ]:
+        done = subprocess.run(
+            [COLABTUNNEL],
+            env={
+                **os.environ,
+                "_COLABTUNNEL_COMPLETE": "complete_powershell",
+                "_TYPER_COMPLETE_ARGS": line,
+                "_TYPER_COMPLETE_WORD_TO_COMPLETE": word,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert [out.split(":::")[0] for out in done.stdout.splitlines()] == names, done.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish", "powershell"])
 def test_the_documented_install_lines_produce_a_script(shell: str) -> None:
     """The lines docs/commands.md gives under "Shell completion" make a script for that shell."""
     done = subprocess.run(
@@ -136,4 +171,7 @@ def test_the_documented_install_lines_produce_a_script(shell: str) -> None:
     assert done.returncode == 0, done.stderr
     assert f"complete_{shell}" in done.stdout
     page = (Path(__file__).resolve().parent.parent / "docs" / "commands.md").read_text()
-    assert f"_COLABTUNNEL_COMPLETE=source_{shell} colabtunnel" in page
+    if shell == "powershell":
+        assert '$env:_COLABTUNNEL_COMPLETE = "source_powershell"; colabtunnel' in page
+    else:
+        assert f"_COLABTUNNEL_COMPLETE=source_{shell} colabtunnel" in page
