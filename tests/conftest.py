@@ -272,10 +272,20 @@ __all__ = [
 MACHINE_WIDE = {"slurm_cluster": "slurm"}
 
 
+# The platform markers (pyproject.toml): what a test needs, and whether this OS has it.
+PLATFORM_MARKERS = {
+    "posix": (os.name == "posix", "needs a POSIX OS"),
+    "linux": (sys.platform.startswith("linux"), "needs Linux"),
+}
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     grouped = set()
     for item in items:
+        for marker, (here, needs) in PLATFORM_MARKERS.items():
+            if item.get_closest_marker(marker) is not None and not here:
+                item.add_marker(pytest.mark.skip(reason=f"platform: {needs}, not {sys.platform}"))
         for fixture, group in MACHINE_WIDE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(group))

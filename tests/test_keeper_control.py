@@ -31,6 +31,7 @@ def _ask(question: str, timeout: float = 5) -> dict:
     return keeper_control.ask("box", question, timeout, keeper_pid=ME)
 
 
+@pytest.mark.posix  # a Unix socket (a named pipe on Windows)
 def test_a_question_is_answered_and_the_channel_is_private_and_removed() -> None:
     where = channel.address("box", ME)
     with _serving("box", {"gpus": lambda: {"ok": True, "gpus": {"devices": []}}}):
@@ -85,6 +86,7 @@ def test_the_keeper_is_found_by_its_state_record() -> None:
         assert keeper_control.ask("box", "ping", 5) == {"ok": True}
 
 
+@pytest.mark.posix  # a Unix socket (a named pipe on Windows)
 def test_the_files_a_killed_keeper_left_are_swept_and_never_answer_for_another() -> None:
     """kill -9 leaves a socket nobody listens on and a key: the next keeper of the profile removes
     them, and an asker who names the dead keeper is told there is no channel, not misled."""
@@ -144,6 +146,7 @@ def test_a_keeper_without_the_key_is_not_believed(monkeypatch: pytest.MonkeyPatc
         where.key_file.unlink()
 
 
+@pytest.mark.posix  # a Unix socket (a named pipe on Windows)
 def test_a_state_directory_too_long_for_a_socket_path_still_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,6 +163,7 @@ def test_a_state_directory_too_long_for_a_socket_path_still_works(
     assert not short.exists()
 
 
+@pytest.mark.posix  # a Unix socket (a named pipe on Windows)
 def test_a_short_directory_someone_else_made_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,10 +190,8 @@ print(json.dumps(said))
 """
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.getuid() != 0,
-    reason="platform: needs Linux (SO_PEERCRED) and root (to ask as another user)",
-)
+@pytest.mark.linux  # SO_PEERCRED
+@pytest.mark.skipif(os.name == "posix" and os.getuid() != 0, reason="root: to ask as another user")
 def test_another_user_gets_no_answer_even_through_open_permissions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

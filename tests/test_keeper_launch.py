@@ -105,7 +105,7 @@ def test_up_adopts_the_early_keeper_and_a_second_up_leaves_one(local_env: Env) -
     assert not leftover_processes(local_env)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="platform: a POSIX terminal (pty) hang-up")
+@pytest.mark.posix  # a pty hang-up
 def test_the_keeper_outlives_the_terminal_that_started_it(local_env: Env) -> None:
     """Closing the terminal window: the kernel hangs up the terminal's session (SIGHUP to its
     shell and to its foreground process group). `up` ran in that shell; its keeper must not

@@ -56,3 +56,21 @@ def test_host_shell_scripts_pass_shellcheck() -> None:
     assert shellcheck, "shellcheck is missing: run `python -m tests.setup_host`"
     done = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_ci_workflow_is_valid_and_names_real_tests() -> None:
+    """.github/workflows/ci.yml against GitHub's workflow schema (check-jsonschema's vendored
+    copy: actionlint cannot be installed here), and every test file it runs exists."""
+    import re
+
+    workflow = ROOT / ".github" / "workflows" / "ci.yml"
+    check = Path(sys.executable).with_name("check-jsonschema")
+    done = subprocess.run(
+        [str(check), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    named = re.findall(r"tests/test_\w+\.py", workflow.read_text())
+    assert named and all((ROOT / name).is_file() for name in named), named
