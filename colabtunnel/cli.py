@@ -533,6 +533,12 @@ def main() -> None:
 
     from colabtunnel import usage_errors
 
+    if sys.platform == "win32":
+        import signal
+
+        # Ctrl-Break ends a command as Ctrl-C does (by default it kills the process outright,
+        # which would leave a half-started Jupyter behind)
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     try:
         # Not standalone: click would print its own `Usage:` block for what it rejects.
         code = app(standalone_mode=False, prog_name=usage_errors.PROGRAM)

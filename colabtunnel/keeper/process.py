@@ -43,7 +43,10 @@ RELEASE_WAIT_S = 30.0
 ORDER_TIMEOUT_S = 3.0  # a keeper answers an order at once; a silent one gets the signal
 STOP_WAIT_S = 60.0
 NOTES_READ_S = 1.0  # Windows: how long `up` reads what an exited keeper left in its pipe
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+if sys.platform == "win32":  # Ctrl-Break too: the console's other interrupt
+    INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGBREAK)
+else:
+    INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(record: state.Record) -> bool:
