@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import stat
+from pathlib import Path
 
 import psutil
+import pytest
 
 from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import Env, command_of, leftover_processes, wait_for
@@ -47,3 +51,32 @@ def test_up_local_without_jupyter_says_what_to_install(local_env: Env) -> None:
     assert "pip install 'colabtunnel-ssh[local]'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (local_env.ct_home / "state" / "bare.json").exists()
+
+
+def test_up_local_needs_no_bash(
+    local_env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a Windows laptop: no bash, no sh, no tool at all on PATH. `up local` starts Jupyter
+    as a Python subprocess (the local launcher), the tunnel passes the probe, `status` and
+    `logs` answer, and `down` leaves nothing."""
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    assert shutil.which("bash") is None and shutil.which("sh") is None
+    done = local_env.run("up", "local", "--json", check=True)
+    tunnel = json.loads(done.stdout)["tunnel"]
+    token = tunnel["url"].split("?token=")[1]
+    record = json.loads((local_env.ct_home / "state" / "local.json").read_text())
+    assert record["launcher"] == "local"
+    assert run_probe(f"http://127.0.0.1:{tunnel['local_port']}/", token).ok
+    shown = json.loads(local_env.run("status", "--json", check=True).stdout)
+    assert [t["profile"] for t in shown["tunnels"]] == ["local"]
+    logs = local_env.run("logs", "local", check=True)
+    assert "Jupyter" in logs.stdout + logs.stderr and token not in logs.stdout
+    run_dir = local_env.ct_home / "state" / "run" / "local"
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((run_dir / "token").stat().st_mode) == 0o600
+    down = local_env.run("down", "local", check=True)
+    assert "stopped local" in down.stderr, down.stderr
+    wait_for(lambda: not _jupyters(local_env), timeout=15)
+    assert not run_dir.exists()

@@ -132,7 +132,7 @@ def _host_checks(host: Host, profile: Profile, add: Callable[[Finding], None]) -
 
     def inspect() -> str:
         nonlocal info
-        info = inspection.inspect(host, profile, want_port=profile.remote_port)
+        info = launchers.for_profile(profile).inspect(host, profile, want_port=profile.remote_port)
         return f"activate and workdir fine; Python {info.python} runs {profile.jupyter}"
 
     _step(add, "host", inspect)

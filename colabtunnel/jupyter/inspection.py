@@ -123,16 +123,27 @@ def stage_error(stage: str, profile: Profile, output: str) -> ColabtunnelError:
 
 def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
     """Everything `up` and `doctor` need to know about the host, in one round trip."""
-    watch = {"sections": hostconfig.WATCHED_SECTIONS, "traits": hostconfig.WATCHED_TRAITS}
     template = remote.text("rundir.sh") + remote.text("preamble.sh")
     template += remote.heredoc("inspect.py", '"$RUN_DIR" __CT_WANT_PORT__ "$JPATH" __CT_WATCH__')
     script = remote.render(
         template,
         want_port=want_port or 0,
-        watch=remote.quote(json.dumps(watch)),
+        watch=remote.quote(watched()),
         **preamble_values(profile),
     )
     data, stderr = result(host, script, INSPECT_TIMEOUT, "inspecting the host")
+    return from_answer(data, profile, stderr)
+
+
+def watched() -> str:
+    """inspect.py's WATCH argument: the Jupyter config settings colabtunnel looks for."""
+    return json.dumps(
+        {"sections": hostconfig.WATCHED_SECTIONS, "traits": hostconfig.WATCHED_TRAITS}
+    )
+
+
+def from_answer(data: dict[str, Any], profile: Profile, stderr: str) -> HostInfo:
+    """inspect.py's answer (or a failed stage before it), as HostInfo."""
     if not data.get("ok"):
         raise stage_error(data.get("stage", "?"), profile, stderr)
     existing = data.get("existing")

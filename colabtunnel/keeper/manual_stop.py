@@ -20,6 +20,13 @@ def command(name: str) -> str:
     if profile.launcher == "slurm":
         # the job is the session (slurm_job.sh): cancelling it stops Jupyter on the node
         return ssh_command(profile, f'scancel -u "$USER" -n {shlex.quote("colabtunnel-" + name)}')
+    if profile.is_local:
+        from colabtunnel import launchers
+
+        if launchers.for_profile(profile).NAME == "local":
+            from colabtunnel.launchers import local
+
+            return local.stop_command(profile)
     run_dir = f"${{XDG_STATE_HOME:-$HOME/.local/state}}/colabtunnel/{name}"
     stop = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
     return stop if profile.is_local else ssh_command(profile, stop)

@@ -110,7 +110,8 @@ def local_jupyter(profile: Profile) -> Profile:
     """For `local`, prefer the jupyter installed beside this Python (the venv colabtunnel runs in)."""
     if profile.jupyter != "jupyter":
         return profile
-    candidate = Path(sys.executable).with_name("jupyter")
+    name = "jupyter.exe" if sys.platform == "win32" else "jupyter"
+    candidate = Path(sys.executable).with_name(name)
     return replace(profile, jupyter=str(candidate)) if candidate.exists() else profile
 
 
@@ -271,7 +272,7 @@ class Tunnel:
             want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
         self._next_step()
         self.reporter.step(f"inspecting {self.host.name}")
-        info = inspection.inspect(self.host, profile, want_port=want)
+        info = self.launcher.inspect(self.host, profile, want_port=want)
         self.host_info = info
         progress = _Progress(self)
         found = self.launcher.find(self.host, profile, info, progress)

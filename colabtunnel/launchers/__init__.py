@@ -8,6 +8,7 @@ on which one it is: a new launcher is one module and one line in LAUNCHERS.
 
 - direct: Jupyter on the SSH host itself (setsid nohup), the original behaviour.
 - slurm: Jupyter inside a Slurm job on a compute node, reached through the login node.
+- local: Jupyter on this machine for a `local` profile, with no shell (no bash needed).
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ class Launcher(Protocol):
 
     NAME: str
 
+    def inspect(self, host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
+        """What the host has (inspection.py's answer); where Jupyter would run is the rest."""
+
     def find(
         self, host: Host, profile: Profile, info: HostInfo, progress: Progress
     ) -> Server | None:
@@ -207,13 +211,16 @@ def stream_masked(host: Host, script: str, sink: Callable[[str], None]) -> int:
 
 
 def _load() -> dict[str, ModuleType]:
-    from colabtunnel.launchers import direct, slurm
+    from colabtunnel.launchers import direct, local, slurm
 
-    return {direct.NAME: direct, slurm.NAME: slurm}
+    return {direct.NAME: direct, slurm.NAME: slurm, local.NAME: local}
 
 
 def for_profile(profile: Profile) -> Launcher:
-    """The launcher a profile asks for."""
+    """The launcher a profile asks for. `local` without `activate` (a shell line) needs no
+    shell: the local launcher, in Python."""
+    if profile.is_local and profile.launcher == "direct" and not profile.activate:
+        return get("local")
     return get(profile.launcher)
 
 

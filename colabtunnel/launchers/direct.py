@@ -26,6 +26,9 @@ from colabtunnel.jupyter.inspection import (
     result,
     stage_error,
 )
+
+# The host's inspection, which every launcher offers (a re-export: Launcher.inspect)
+from colabtunnel.jupyter.inspection import inspect as inspect
 from colabtunnel.launchers import (
     ConnectionReach,
     Finding,
@@ -84,7 +87,7 @@ def start(
     progress: Progress,
 ) -> Server:
     """Start Jupyter on the host, wait until it answers Colab's way (on the host), or fail."""
-    port = _port(profile, info, want_port)
+    port = port_to_start(profile, info, want_port)
     tries = 1 if _pinned(profile) is not None else AUTO_PORT_TRIES
     for attempt in range(1, tries + 1):
         progress.step(f"starting {flavour.label} on {host.name}, port {port}")
@@ -159,7 +162,7 @@ def _pinned(profile: Profile) -> int | None:
     return profile.local_port if profile.is_local else profile.remote_port
 
 
-def _port(profile: Profile, info: HostInfo, want: int | None) -> int:
+def port_to_start(profile: Profile, info: HostInfo, want: int | None) -> int:
     """The port to start on: the one asked for when it is free, else the one the host found."""
     if want is None or info.want_port_free is not False:
         return want or info.free_port

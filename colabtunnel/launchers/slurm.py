@@ -31,6 +31,7 @@ from colabtunnel.jupyter import flavours, hostconfig
 from colabtunnel.jupyter.flavours import Flavour
 from colabtunnel.jupyter.gpus import GpuReport
 from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo, result
+from colabtunnel.jupyter.inspection import inspect as inspect  # Launcher.inspect: the login node
 from colabtunnel.launchers import ConnectionReach, Opener, Progress, Reach, Server, stream_masked
 from colabtunnel.launchers import slurm_queue as queue
 from colabtunnel.profiles import Profile

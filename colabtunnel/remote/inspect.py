@@ -218,7 +218,7 @@ info = {
     "python_path": sys.executable,
     "jupyter_path": jupyter,
     "versions": versions(names),
-    "uid": os.getuid(),
+    "uid": os.getuid() if hasattr(os, "getuid") else -1,  # Windows (`up local`) has none
     "user": os.environ.get("USER") or os.environ.get("LOGNAME"),
     "home": os.path.expanduser("~"),
     "cwd": os.getcwd(),
