@@ -15,8 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from colabtunnel import remote
-from colabtunnel.errors import ColabtunnelError
-from colabtunnel.jupyter import diagnoses, flavours, hostconfig
+from colabtunnel.jupyter import flavours, hostconfig
 from colabtunnel.jupyter.colab_calls import HOST_SIDE
 from colabtunnel.jupyter.flavours import COLAB_ORIGIN, Flavour
 from colabtunnel.jupyter.inspection import (
@@ -24,7 +23,6 @@ from colabtunnel.jupyter.inspection import (
     HostInfo,
     preamble_values,
     result,
-    stage_error,
 )
 
 # The host's inspection, which every launcher offers (a re-export: Launcher.inspect)
@@ -36,11 +34,11 @@ from colabtunnel.launchers import (
     Progress,
     Reach,
     Server,
+    starting,
     stream_masked,
 )
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask
-from colabtunnel.ssh import forwarder
 from colabtunnel.ssh.credentials import Credentials
 from colabtunnel.ssh.hosts import Host, SSHHost
 
@@ -53,27 +51,8 @@ STOP_GRACE_S = 10
 def find(host: Host, profile: Profile, info: HostInfo, progress: Progress) -> Server | None:
     """The server an earlier `up` left, if it is alive, answering and its token known. One that is
     gone or not answering is stopped (its run directory holds a token nobody can use)."""
-    found = info.existing
-    if found and found.alive and found.answering and found.token:
-        return Server(
-            endpoint=("127.0.0.1", found.port),
-            token=found.token,
-            flavour=found.flavour or "?",
-            handle={"pid": found.pid},
-            reattached=True,
-        )
-    if found is not None:
-        stop(host, profile, {"pid": found.pid})
-        progress.note(
-            "the previous Jupyter for this profile was gone or not answering: "
-            "starting a new one; the URL (token) changes and its kernels are lost"
-        )
-    return None
-
-
-# An automatic port found free can be taken before Jupyter binds it (another `up` starting at the
-# same moment picks the same one): then the next ports are tried, as Jupyter itself would.
-AUTO_PORT_TRIES = 3
+    pid = info.existing.pid if info.existing else None
+    return starting.reattach(info, progress, lambda: stop(host, profile, None), {"pid": pid})
 
 
 def start(
@@ -87,34 +66,19 @@ def start(
     progress: Progress,
 ) -> Server:
     """Start Jupyter on the host, wait until it answers Colab's way (on the host), or fail."""
-    port = port_to_start(profile, info, want_port)
-    tries = 1 if _pinned(profile) is not None else AUTO_PORT_TRIES
-    for attempt in range(1, tries + 1):
-        progress.step(f"starting {flavour.label} on {host.name}, port {port}")
-        progress.started()
-        data, stderr = _start_on(host, profile, info, flavour, token, port, timeout)
-        if data.get("ok"):
-            return Server(
-                endpoint=("127.0.0.1", port),
-                token=token,
-                flavour=flavour.key,
-                handle={"pid": data.get("pid")},
-                reattached=False,
-                ready_s=data.get("ready_s"),
-                colab_answers=data.get("colab"),
-            )
-        tail = log_tail(host, profile, 15)
-        stop(host, profile, None)
-        if attempt < tries and data.get("stage") == "exited" and diagnoses.port_taken(tail):
-            log.info("port %d was taken before Jupyter bound it; trying %d", port, port + 1)
-            port += 1
-            continue
-        if data.get("stage") in diagnoses.STAGES:
-            raise diagnoses.start_error(
-                diagnoses.Failed(data, profile, flavour, port, timeout, tail)
-            )
-        raise stage_error(data.get("stage", "?"), profile, stderr)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return starting.start_with_retries(
+        host.name,
+        profile,
+        info,
+        flavour,
+        token,
+        want_port,
+        progress,
+        once=lambda port: _start_on(host, profile, info, flavour, token, port, timeout),
+        tail=lambda: log_tail(host, profile, 15),
+        stop=lambda: stop(host, profile, None),
+        timeout=timeout,
+    )
 
 
 def _start_on(
@@ -155,28 +119,6 @@ def _start_on(
     )
     log.info("starting %s on port %d: jupyter %s", flavour.label, port, " ".join(args))
     return result(host, script, timeout + INSPECT_TIMEOUT, "starting Jupyter")
-
-
-def _pinned(profile: Profile) -> int | None:
-    """The port the profile (or a --local-port/--remote-port) fixes for Jupyter; None = auto."""
-    return profile.local_port if profile.is_local else profile.remote_port
-
-
-def port_to_start(profile: Profile, info: HostInfo, want: int | None) -> int:
-    """The port to start on: the one asked for when it is free, else the one the host found."""
-    if want is None or info.want_port_free is not False:
-        return want or info.free_port
-    pinned = _pinned(profile)
-    if pinned is None:  # an automatic choice was taken meanwhile: take the host's free one
-        return info.free_port
-    where = "this machine" if profile.is_local else profile.host
-    key = "local_port" if profile.is_local else "remote_port"
-    holder = forwarder.port_holder(pinned) if profile.is_local else None
-    raise ColabtunnelError(
-        f"port {pinned} is already in use on {where}" + (f" by {holder}" if holder else ""),
-        hint=f'set {key} = "auto" in the profile (or drop --{key.replace("_", "-")}), '
-        "or free the port",
-    )
 
 
 def attach(host: Host, profile: Profile, server: Server, creds: Credentials) -> Reach | None:

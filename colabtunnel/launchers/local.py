@@ -26,11 +26,11 @@ from typing import Any
 
 from colabtunnel import paths, remote
 from colabtunnel.errors import ColabtunnelError
-from colabtunnel.jupyter import diagnoses, flavours, hostconfig, inspection
+from colabtunnel.jupyter import flavours, hostconfig, inspection
 from colabtunnel.jupyter.colab_calls import HOST_SIDE
 from colabtunnel.jupyter.flavours import COLAB_ORIGIN, Flavour
 from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo
-from colabtunnel.launchers import Finding, Opener, Progress, Server, direct
+from colabtunnel.launchers import Finding, Opener, Progress, Server, direct, starting
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask
 from colabtunnel.ssh.hosts import Host
@@ -39,7 +39,6 @@ log = logging.getLogger("colabtunnel")
 
 NAME = "local"
 STOP_GRACE_S = direct.STOP_GRACE_S
-AUTO_PORT_TRIES = direct.AUTO_PORT_TRIES
 # The line every flavour logs just before it exits for having had nothing to do (idle_line.sh)
 IDLE_LINE = re.compile(r"No kernels( or terminals)? for [0-9]+ seconds")
 
@@ -117,22 +116,8 @@ def _host_python(
 
 def find(host: Host, profile: Profile, info: HostInfo, progress: Progress) -> Server | None:
     """As the direct launcher: the server an earlier `up` left, if alive, answering and known."""
-    found = info.existing
-    if found and found.alive and found.answering and found.token:
-        return Server(
-            endpoint=("127.0.0.1", found.port),
-            token=found.token,
-            flavour=found.flavour or "?",
-            handle={"pid": found.pid},
-            reattached=True,
-        )
-    if found is not None:
-        stop(host, profile, None)
-        progress.note(
-            "the previous Jupyter for this profile was gone or not answering: "
-            "starting a new one; the URL (token) changes and its kernels are lost"
-        )
-    return None
+    pid = info.existing.pid if info.existing else None
+    return starting.reattach(info, progress, lambda: stop(host, profile, None), {"pid": pid})
 
 
 def start(
@@ -146,34 +131,19 @@ def start(
     progress: Progress,
 ) -> Server:
     """Start Jupyter here, wait until it answers Colab's way, or fail (as the direct launcher)."""
-    port = direct.port_to_start(profile, info, want_port)
-    tries = 1 if profile.local_port is not None else AUTO_PORT_TRIES
-    for attempt in range(1, tries + 1):
-        progress.step(f"starting {flavour.label} on {host.name}, port {port}")
-        progress.started()
-        data, stderr = _start_once(profile, info, flavour, token, port, timeout)
-        if data.get("ok"):
-            return Server(
-                endpoint=("127.0.0.1", port),
-                token=token,
-                flavour=flavour.key,
-                handle={"pid": data.get("pid")},
-                reattached=False,
-                ready_s=data.get("ready_s"),
-                colab_answers=data.get("colab"),
-            )
-        tail = log_tail(host, profile, 15)
-        stop(host, profile, None)
-        if attempt < tries and data.get("stage") == "exited" and diagnoses.port_taken(tail):
-            log.info("port %d was taken before Jupyter bound it; trying %d", port, port + 1)
-            port += 1
-            continue
-        if data.get("stage") in diagnoses.STAGES:
-            raise diagnoses.start_error(
-                diagnoses.Failed(data, profile, flavour, port, timeout, tail)
-            )
-        raise inspection.stage_error(data.get("stage", "?"), profile, stderr)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return starting.start_with_retries(
+        host.name,
+        profile,
+        info,
+        flavour,
+        token,
+        want_port,
+        progress,
+        once=lambda port: _start_once(profile, info, flavour, token, port, timeout),
+        tail=lambda: log_tail(host, profile, 15),
+        stop=lambda: stop(host, profile, None),
+        timeout=timeout,
+    )
 
 
 def _start_once(
