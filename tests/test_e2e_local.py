@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import psutil
@@ -13,6 +14,7 @@ import pytest
 
 from colabtunnel.jupyter.probe import run_probe
 from tests.conftest import Env, command_of, leftover_processes, wait_for
+from tests.test_gpus import TWO_H100
 
 
 def _jupyters(env: Env) -> list[psutil.Process]:
@@ -57,20 +59,27 @@ def test_up_local_needs_no_bash(
     local_env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As on a Windows laptop: no bash, no sh, no tool at all on PATH. `up local` starts Jupyter
-    as a Python subprocess (the local launcher), the tunnel passes the probe, `status` and
-    `logs` answer, and `down` leaves nothing."""
+    as a Python subprocess (the local launcher), the tunnel passes the probe, `status` (the GPUs'
+    use included) and `logs` answer, and `down` leaves nothing."""
     bare = tmp_path / "bare-bin"
     bare.mkdir()
     monkeypatch.setenv("PATH", str(bare))
     assert shutil.which("bash") is None and shutil.which("sh") is None
+    smi = bare / "nvidia-smi"  # a GPU tool that is no shell script either
+    smi.write_text(f"#!{sys.executable}\nprint({TWO_H100!r}, end='')\n")
+    smi.chmod(0o755)
     done = local_env.run("up", "local", "--json", check=True)
-    tunnel = json.loads(done.stdout)["tunnel"]
+    document = json.loads(done.stdout)
+    assert [g["name"] for g in document["gpus"]] == ["NVIDIA H100 80GB HBM3"] * 2
+    tunnel = document["tunnel"]
     token = tunnel["url"].split("?token=")[1]
     record = json.loads((local_env.ct_home / "state" / "local.json").read_text())
     assert record["launcher"] == "local"
     assert run_probe(f"http://127.0.0.1:{tunnel['local_port']}/", token).ok
     shown = json.loads(local_env.run("status", "--json", check=True).stdout)
     assert [t["profile"] for t in shown["tunnels"]] == ["local"]
+    use = shown["tunnels"][0]["gpu_use"]  # asked again through the keeper, with no shell
+    assert use["problems"] == [] and len(use["gpus"]) == 2, use
     logs = local_env.run("logs", "local", check=True)
     assert "Jupyter" in logs.stdout + logs.stderr and token not in logs.stdout
     run_dir = local_env.ct_home / "state" / "run" / "local"

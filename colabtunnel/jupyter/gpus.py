@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from colabtunnel.ssh.connection import RunResult
     from colabtunnel.ssh.hosts import Host
 
 HOST_CODE_PATH = Path(__file__).with_name("remote") / "gpu_query.py"
@@ -149,7 +150,10 @@ def use_now(
     more). No tool at `up` time: nothing to ask, no round trip."""
     if not inventory.tools:
         return inventory
-    done = host.run_script(report_script(python, inventory.tools, timeout), timeout + margin)
+    if host.is_local:  # no shell in between: a laptop may have none (native Windows)
+        done = _run_here(python, inventory.tools, timeout, timeout + margin)
+    else:
+        done = host.run_script(report_script(python, inventory.tools, timeout), timeout + margin)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             try:
@@ -159,3 +163,21 @@ def use_now(
     said = (done.stderr or done.stdout).strip().splitlines()
     reason = said[-1] if said else f"exit {done.code}"
     return GpuReport(tools=inventory.tools, problems=(f"the GPU query failed: {reason}",))
+
+
+def _run_here(python: str, tools: Mapping[str, str], timeout: float, limit: float) -> RunResult:
+    """gpu_query.py run on this machine as `python - --gpu-report ...`, the file on stdin."""
+    import subprocess
+
+    from colabtunnel.ssh.connection import RunResult
+
+    args = [REPORT_FLAG, f"{timeout:g}", *(f"{tool}={path}" for tool, path in tools.items())]
+    try:
+        done = subprocess.run(
+            [python, "-", *args], input=host_code().encode(), capture_output=True, timeout=limit
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return RunResult(-1, "", f"{python}: {exc}")
+    return RunResult(
+        done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    )
