@@ -123,7 +123,7 @@ def stage_error(stage: str, profile: Profile, output: str) -> ColabtunnelError:
 
 def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
     """Everything `up` and `doctor` need to know about the host, in one round trip."""
-    template = remote.text("rundir.sh") + remote.text("preamble.sh")
+    template = "".join(remote.text(n) for n in ("rundir.sh", "preamble.sh", "jupyter_python.sh"))
     template += remote.heredoc("inspect.py", '"$RUN_DIR" __CT_WANT_PORT__ "$JPATH" __CT_WATCH__')
     script = remote.render(
         template,

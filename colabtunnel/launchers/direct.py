@@ -102,7 +102,7 @@ def _start_on(
     )
     exports = [f"export {name}={remote.quote(value)}" for name, value in profile.env.items()]
     exports.append(f"export JUPYTER_TOKEN={remote.quote(token)}")
-    fragments = ["rundir.sh", "preamble.sh", "started.sh", "start.sh"]
+    fragments = ["rundir.sh", "preamble.sh", "jupyter_python.sh", "started.sh", "start.sh"]
     if profile.idle_timeout:
         fragments += ["idle_line.sh", "idle_watch.sh"]
     template = "".join(remote.text(name) for name in fragments)

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Joined after rundir.sh. Sets PY and JPATH, or prints a JSON reason (the failed stage) and exits.
+# Joined after rundir.sh, before jupyter_python.sh. The run directory, the lock, `activate` and
+# `workdir`, or a JSON reason (the failed stage) and exit.
 set -u
 umask 077
 ct_result() { printf '\n%s %s\n' "__COLABTUNNEL_RESULT__" "$1"; }
@@ -17,13 +18,3 @@ __CT_ACTIVATE__
 trap - EXIT
 exec 3>&- 4>&-
 cd __CT_WORKDIR__ 2>/dev/null || ct_fail workdir
-JUPYTER=__CT_JUPYTER__
-JPATH=$(command -v "$JUPYTER") || ct_fail jupyter-missing
-# The Python that runs this jupyter: its shebang (pip writes a /bin/sh trampoline for long paths).
-PY=$(head -n 1 "$JPATH" 2>/dev/null | sed -n 's/^#![[:space:]]*//p')
-case "$PY" in
-  */env\ *) PY=$(command -v "${PY##* }") ;;
-  /bin/sh*) PY=$(sed -n '2p' "$JPATH" | cut -d'"' -f2) ;;
-esac
-[ -n "$PY" ] && [ -x "${PY%% *}" ] || PY=$(command -v python3) || ct_fail python-missing
-PY=${PY%% *}
