@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Joined after the preamble and started.sh. __CT_EXPORTS__ holds `export NAME=value` lines, the token among them:
+# Joined after the preamble and started.sh. The exports below are `export NAME=value` lines, the token among them:
 # this text travels on the SSH channel's stdin only, never on a command line.
 __CT_EXPORTS__
 rm -f "$RUN_DIR.ended"  # what an earlier server's idle end left, now read or outdated
