@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from colabtunnel import durations, paths, slurm_settings
+from colabtunnel import container_settings, durations, paths, slurm_settings
+from colabtunnel.container_settings import ContainerSettings
 from colabtunnel.errors import ConfigError
 from colabtunnel.slurm_settings import SlurmSettings
 
@@ -85,8 +86,9 @@ class Profile:
     keepalive: int = 15
     # Seconds without activity after which Jupyter culls its kernels and exits; None = never.
     idle_timeout: int | None = None
-    launcher: str = "direct"  # where Jupyter runs: launchers/ (direct, slurm)
+    launcher: str = "direct"  # where Jupyter runs: launchers/ (direct, slurm, container)
     slurm: SlurmSettings | None = None  # [profiles.NAME.slurm], for launcher = "slurm"
+    container: ContainerSettings | None = None  # [profiles.NAME.container], launcher = "container"
     source: Path | None = None  # the file it was read from; None for the built-in `local`
 
     def __post_init__(self) -> None:
@@ -273,6 +275,19 @@ def _build(name: str, table: dict[str, Any], where: _Where, path: Path) -> Profi
                 'launcher = "slurm" needs a cluster login node as host, not "local"',
                 "set host to the login node (or a Host alias of it)",
             )
+    if ("container" in values) != (values.get("launcher") == "container"):
+        raise where.fail(
+            "container" if "container" in values else "launcher",
+            'launcher = "container" goes with a [profiles.NAME.container] table',
+            f'under [profiles.{name}] set launcher = "container" and add '
+            f'[profiles.{name}.container] with image = "...", or remove the other',
+        )
+    if values.get("launcher") == "container" and values.get("host") == "local":
+        raise where.fail(
+            "launcher",
+            'launcher = "container" runs the container on an SSH host, not "local"',
+            "set host to the GPU host that has Docker or Podman",
+        )
     return Profile(name=name, source=path, **values)
 
 
@@ -408,7 +423,7 @@ def _auto_port(value: object, key: str, where: _Where) -> int | None:
     return value
 
 
-LAUNCHERS = ("direct", "slurm")  # launchers/: one module each
+LAUNCHERS = ("direct", "slurm", "container")  # launchers/: one module each
 
 
 def _launcher(value: object, key: str, where: _Where) -> str:
@@ -416,7 +431,8 @@ def _launcher(value: object, key: str, where: _Where) -> str:
         raise where.fail(
             key,
             f"key '{key}' must be one of {', '.join(LAUNCHERS)}, got {_describe(value)}",
-            '"direct" runs Jupyter on the host; "slurm" inside a Slurm job on a compute node',
+            '"direct" runs Jupyter on the host; "slurm" inside a Slurm job on a compute node; '
+            '"container" inside a Docker or Podman container on the host',
         )
     return str(value)
 
@@ -507,4 +523,5 @@ _CHECKS: dict[str, Callable[[object, str, _Where], Any]] = {
     "idle_timeout": _idle_timeout,
     "launcher": _launcher,
     "slurm": slurm_settings.check,
+    "container": container_settings.check,
 }

@@ -168,10 +168,24 @@ def idle(records: list[state.Record]) -> dict[str, Idle]:
     return found
 
 
+def container_line(details: dict[str, Any]) -> str:
+    """`container 3f2a9c1b7d4e (nvcr.io/nvidia/pytorch:24.05-py3) running · up 2h10m`."""
+    from colabtunnel.durations import short_duration
+
+    line = (
+        f"container {details['container'] or '?'} ({details.get('image')}) {details.get('state')}"
+    )
+    if details.get("up_s") is not None:
+        line += f" · up {short_duration(details['up_s'])}"
+    return line
+
+
 def job_lines(details: dict[str, Any]) -> list[str]:
     """`job 4242 RUNNING on node1 · 12:01 used, 3:47:59 left`, a warning, or why it ended."""
     if "problem" in details:
         return [f"job: unknown now ({details['problem']})"]
+    if "container" in details:
+        return [container_line(details)]
     if details.get("ended"):
         return [f"job {details.get('job')} ended: {details['ended']}"]
     line = f"job {details.get('job')} {details.get('state')}"

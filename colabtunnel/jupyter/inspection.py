@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from colabtunnel import remote
@@ -57,6 +57,8 @@ class HostInfo:
     config: list[hostconfig.Setting]  # watched settings in the host's Jupyter config files
     config_dirs: list[str]  # where they were looked for
     config_problem: str | None = None  # why that list may be incomplete
+    # What the launcher found beside Jupyter, by name (a container's engine, image, state)
+    facts: dict[str, str] = field(default_factory=dict)
 
 
 def install_hint(profile: Profile) -> str:
@@ -121,8 +123,11 @@ def stage_error(stage: str, profile: Profile, output: str) -> ColabtunnelError:
     return ColabtunnelError(message, hint=hint)
 
 
-def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
-    """Everything `up` and `doctor` need to know about the host, in one round trip."""
+def inspect(
+    host: Host, profile: Profile, want_port: int | None = None, progress: object = None
+) -> HostInfo:
+    """Everything `up` and `doctor` need to know about the host, in one round trip (nothing to
+    fetch: `progress` is not used)."""
     template = "".join(remote.text(n) for n in ("rundir.sh", "preamble.sh", "jupyter_python.sh"))
     template += remote.heredoc("inspect.py", '"$RUN_DIR" __CT_WANT_PORT__ "$JPATH" __CT_WATCH__')
     script = remote.render(

@@ -272,9 +272,9 @@ class Tunnel:
             want = profile.local_port or forwarder.pick_local_port(self.options.prefer_local_port)
         self._next_step()
         self.reporter.step(f"inspecting {self.host.name}")
-        info = self.launcher.inspect(self.host, profile, want_port=want)
-        self.host_info = info
         progress = _Progress(self)
+        info = self.launcher.inspect(self.host, profile, want_port=want, progress=progress)
+        self.host_info = info
         found = self.launcher.find(self.host, profile, info, progress)
         if found is not None:
             self.reporter.step(f"re-attaching to the running Jupyter (port {found.port})")

@@ -9,6 +9,7 @@ on which one it is: a new launcher is one module and one line in LAUNCHERS.
 - direct: Jupyter on the SSH host itself (setsid nohup), the original behaviour.
 - slurm: Jupyter inside a Slurm job on a compute node, reached through the login node.
 - local: Jupyter on this machine for a `local` profile, with no shell (no bash needed).
+- container: Jupyter inside a Docker or Podman container on the SSH host.
 """
 
 from __future__ import annotations
@@ -138,8 +139,15 @@ class Launcher(Protocol):
 
     NAME: str
 
-    def inspect(self, host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
-        """What the host has (inspection.py's answer); where Jupyter would run is the rest."""
+    def inspect(
+        self,
+        host: Host,
+        profile: Profile,
+        want_port: int | None = None,
+        progress: Progress | None = None,
+    ) -> HostInfo:
+        """What the host has (inspection.py's answer); where Jupyter would run is the rest.
+        With `progress` (`up`, not `doctor`) it may also fetch what is missing (an image)."""
 
     def find(
         self, host: Host, profile: Profile, info: HostInfo, progress: Progress
@@ -211,9 +219,9 @@ def stream_masked(host: Host, script: str, sink: Callable[[str], None]) -> int:
 
 
 def _load() -> dict[str, ModuleType]:
-    from colabtunnel.launchers import direct, local, slurm
+    from colabtunnel.launchers import container, direct, local, slurm
 
-    return {direct.NAME: direct, slurm.NAME: slurm, local.NAME: local}
+    return {direct.NAME: direct, slurm.NAME: slurm, local.NAME: local, container.NAME: container}
 
 
 def for_profile(profile: Profile) -> Launcher:

@@ -50,7 +50,9 @@ def run_dir(profile: Profile) -> Path:
 # -- what this machine has -------------------------------------------------------------------------
 
 
-def inspect(host: Host, profile: Profile, want_port: int | None = None) -> HostInfo:
+def inspect(
+    host: Host, profile: Profile, want_port: int | None = None, progress: Progress | None = None
+) -> HostInfo:
     """inspection.inspect's answer, found without a shell: `jupyter`, its Python, inspect.py."""
     directory = paths.private_dir(run_dir(profile))
     workdir = _workdir(profile)
