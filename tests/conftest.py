@@ -269,7 +269,7 @@ __all__ = [
 
 # Resources there is one of on this machine: every test that uses one runs on the same xdist
 # worker (--dist loadgroup), one after another, while the other workers take the rest.
-MACHINE_WIDE = {"slurm_cluster": "slurm"}
+MACHINE_WIDE = {"slurm_cluster": "slurm", "container_host": "containers"}
 
 
 # The platform markers (pyproject.toml): what a test needs, and whether this OS has it.

@@ -31,6 +31,13 @@ PACKAGES = {
     "slurmd": Path("/usr/sbin/slurmd"),
     "slurm-client": Path("/usr/bin/sbatch"),
     "python3-venv": Path("/usr/share/doc/python3-venv"),
+    "podman": Path("/usr/bin/podman"),
+    "runc": Path("/usr/sbin/runc"),
+    "catatonit": Path("/usr/bin/catatonit"),
+    "uidmap": Path("/usr/bin/newuidmap"),
+    "slirp4netns": Path("/usr/bin/slirp4netns"),
+    "debootstrap": Path("/usr/sbin/debootstrap"),
+    "docker-registry": Path("/usr/bin/docker-registry"),
     "libpam-google-authenticator": Path(
         "/usr/lib",
         sysconfig.get_config_var("MULTIARCH") or "",
@@ -55,6 +62,13 @@ PURPOSE = {
     "slurm-client": "sbatch/squeue/scancel/srun, run by the test user on the login node",
     "libpam-google-authenticator": "OpenSSH's sshd asks a real one-time code (tests/otp_sshd.py)",
     "python3-venv": "the Slurm cluster's users run Jupyter from a venv of Debian's python3",
+    "podman": "rootless Podman plays a GPU host set up for containers (tests/container_host.py)",
+    "runc": "Podman's OCI runtime here (crun fails on this kernel's hybrid cgroups)",
+    "catatonit": "the init process of `podman run --init`",
+    "uidmap": "newuidmap/newgidmap give rootless Podman its user namespace",
+    "slirp4netns": "rootless Podman's network, through which a port is published",
+    "debootstrap": "builds the test image's Debian root filesystem (no registry is reachable)",
+    "docker-registry": "a local registry to pull the test image from (tests/container_host.py)",
 }
 
 

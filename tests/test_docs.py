@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colabtunnel import profiles, slurm_settings
+from colabtunnel import container_settings, profiles, slurm_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "colabtunnel"
@@ -473,9 +473,18 @@ def test_every_profile_key_is_documented_in_the_docs_and_the_example() -> None:
         if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
         and not re.search(rf"(?m)^\[profiles\.[^\]]+\.{re.escape(k)}\]", example)
     ]
-    slurm_keys = list(slurm_settings._CHECKS)
-    not_in_example += [
-        f"slurm.{k}" for k in slurm_keys if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
+    for table, keys_of in (
+        ("slurm", slurm_settings._CHECKS),
+        ("container", container_settings._CHECKS),
+    ):
+        not_in_example += [
+            f"{table}.{k}"
+            for k in keys_of
+            if not re.search(rf"(?m)^#?\s*{re.escape(k)}\s*=", example)
+        ]
+    containers = (REPO / "docs" / "containers.md").read_text()
+    not_in_docs += [
+        f"container.{k}" for k in container_settings._CHECKS if f"`{k}`" not in containers
     ]
     assert not not_in_docs, (
         f"keys missing from {PROFILES.relative_to(REPO)} '{PROFILES_REFERENCE}': {not_in_docs}"

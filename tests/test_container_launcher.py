@@ -1,0 +1,220 @@
+"""The container launcher against rootless Podman through the test sshd (issue 22): `up` starts
+Jupyter inside a container of an image built here, the Colab probe passes through the tunnel,
+`status` shows the container, `down` leaves nothing on either end; the token is in no
+`podman inspect`, no process's arguments and no file outside the run directory; a dead keeper's
+container is re-attached; missing images and images without Jupyter are one clear error; a
+missing image is pulled from a local registry with progress shown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from colabtunnel.jupyter.probe import run_probe
+from tests.conftest import Env, _teardown, wait_for
+from tests.container_host import (
+    BARE_IMAGE,
+    IMAGE,
+    ContainerHost,
+    running_container_host,
+    running_registry,
+)
+from tests.load_helpers import KernelSocket, Up
+
+pytestmark = pytest.mark.linux
+
+ALIAS = "gpu-containers"
+PROFILE = "box"
+
+
+@pytest.fixture(scope="session")
+def container_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerHost]:
+    with running_container_host(tmp_path_factory.mktemp("container-sshd")) as host:
+        yield host
+
+
+@pytest.fixture
+def box(isolated_home: Path, tmp_path: Path, container_host: ContainerHost) -> Iterator[Env]:
+    """ssh_config alias and known_hosts for the container host's sshd; no profile yet."""
+    sshd = container_host.sshd
+    ssh_dir = isolated_home / ".ssh"
+    (ssh_dir / "config").write_text(
+        f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {container_host.user}\n"
+        f"  IdentityFile {sshd.client_key}\n  IdentitiesOnly yes\n"
+    )
+    (ssh_dir / "known_hosts").write_text(sshd.known_hosts_line())
+    world = Env(isolated_home, tmp_path / "ct", sshd)
+    yield world
+    _teardown(world)
+    for cid in container_host.containers(PROFILE):
+        container_host.podman("rm", "-f", "-t", "0", cid, check=False)
+
+
+def write_container_profile(env: Env, image: str, **keys: str) -> None:
+    table = {"image": image, "engine": "podman", "gpus": "none", "pull": "never", **keys}
+    text = f'[profiles.{PROFILE}]\nhost = "{ALIAS}"\nlauncher = "container"\nkeepalive = 5\n'
+    text += f"[profiles.{PROFILE}.container]\n"
+    text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
+    env.ct_home.mkdir(parents=True, exist_ok=True)
+    env.profiles.write_text(text)
+
+
+def _up(env: Env) -> Up:
+    done = env.run("up", PROFILE, "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    tunnel = json.loads(done.stdout)["tunnel"]
+    token = tunnel["url"].split("token=", 1)[1]
+    return Up(
+        int(tunnel["local_port"]), int(tunnel["remote_port"]), int(tunnel["keeper_pid"]), token
+    )
+
+
+def _listeners(port: int) -> list[str]:
+    """Local addresses listening on `port` on this machine (the host and the laptop are one)."""
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{port}")]
+
+
+def _files_holding(token: str, *roots: Path) -> list[str]:
+    """Files under `roots` that hold `token`; the laptop's side (pytest's own temp dirs, where
+    the state record keeps it) is not the host's."""
+    found = subprocess.run(
+        ["grep", "-rlsF", "--exclude-dir=pytest-of-*", "--", token, *map(str, roots)],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return found.split()
+
+
+def test_up_probe_status_down_and_the_token_stays_in_the_run_directory(
+    box: Env, container_host: ContainerHost
+) -> None:
+    write_container_profile(box, IMAGE)
+    up = _up(box)
+    assert run_probe(f"http://127.0.0.1:{up.local_port}/", up.token).ok
+    (cid,) = container_host.containers(PROFILE)
+
+    # The published port: the host's 127.0.0.1 only
+    assert _listeners(up.remote_port) == [f"127.0.0.1:{up.remote_port}"]
+    # The token: in no `podman inspect`, no process's arguments, no file but the run directory's
+    inspected = container_host.podman("inspect", cid).stdout
+    assert up.token not in inspected and "JUPYTER_TOKEN" not in inspected
+    for proc in psutil.process_iter(["cmdline"]):
+        assert up.token not in " ".join(proc.info["cmdline"] or []), proc.info["cmdline"]
+    run_dir = container_host.run_dir(PROFILE)
+    holding = _files_holding(
+        up.token, container_host.home, Path("/tmp"), Path("/var/tmp"), container_host.runtime_dir
+    )
+    assert holding == [str(run_dir / "token")], holding
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    assert oct((run_dir / "token").stat().st_mode & 0o777) == "0o600"
+
+    shown = json.loads(box.run("status", "--json", check=True).stdout)["tunnels"][0]
+    assert shown["job"]["container"] == cid[:12] and shown["job"]["image"] == IMAGE, shown
+    human = box.run("status", check=True).stdout
+    assert f"container {cid[:12]}" in human and IMAGE in human, human
+    doctor = box.run("doctor", PROFILE).stdout
+    for needed in ("podman", IMAGE, "127.0.0.1"):
+        assert needed in doctor, doctor
+
+    logs = box.run("logs", PROFILE, check=True)
+    assert "Jupyter" in logs.stdout and up.token not in logs.stdout
+
+    down = box.run("down", PROFILE, check=True)
+    assert "stopped" in down.stderr, down.stderr
+    assert container_host.containers(PROFILE) == []
+    assert not run_dir.exists()
+    assert _listeners(up.remote_port) == [] and _listeners(up.local_port) == []
+
+
+def test_a_dead_keepers_container_is_re_attached_with_its_kernel(
+    box: Env, container_host: ContainerHost
+) -> None:
+    write_container_profile(box, IMAGE)
+    first = _up(box)
+    s = requests.Session()
+    s.trust_env = False
+    kernel = s.post(f"{first.base}/api/kernels", params=first.params, json={}, timeout=60).json()
+    channel = KernelSocket(first, kernel["id"])
+    channel.run("x = 6 * 7")
+    channel.close()
+    psutil.Process(first.keeper_pid).kill()
+    wait_for(lambda: not psutil.pid_exists(first.keeper_pid), timeout=10)
+
+    second = _up(box)
+    assert second.token == first.token and second.remote_port == first.remote_port
+    assert len(container_host.containers(PROFILE)) == 1
+    again = KernelSocket(second, kernel["id"])
+    assert again.run("print(x)").strip() == "42"
+    again.close()
+
+
+def test_pull_never_with_a_missing_image_is_one_error_and_leaves_nothing(
+    box: Env, container_host: ContainerHost
+) -> None:
+    write_container_profile(box, "localhost/ct-absent:none")
+    done = box.run("up", PROFILE)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "localhost/ct-absent:none" in errors[0], done.stderr
+    assert (
+        'pull = "missing"' in done.stderr and "podman pull localhost/ct-absent:none" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert container_host.containers(PROFILE) == []
+    assert not container_host.run_dir(PROFILE).exists()
+
+
+def test_an_image_without_jupyter_says_so_and_names_the_jupyter_key(
+    box: Env, container_host: ContainerHost
+) -> None:
+    write_container_profile(box, BARE_IMAGE)
+    done = box.run("up", PROFILE)
+    assert done.returncode == 1, done.stderr
+    assert f"the image {BARE_IMAGE} has no 'jupyter'" in done.stderr, done.stderr
+    assert "set jupyter = " in done.stderr and f"[profiles.{PROFILE}.container]" in done.stderr
+    assert container_host.containers(PROFILE) == []
+    assert not container_host.run_dir(PROFILE).exists()
+
+
+def test_a_missing_engine_is_named(box: Env, container_host: ContainerHost) -> None:
+    write_container_profile(box, IMAGE, engine="no-such-engine")
+    done = box.run("up", PROFILE)
+    assert done.returncode == 1, done.stderr
+    assert "'no-such-engine' is not installed" in done.stderr, done.stderr
+
+
+@pytest.fixture
+def registry(container_host: ContainerHost, tmp_path: Path) -> Iterator[int]:
+    """The test image in a local registry (pushed from the user's storage)."""
+    with running_registry(tmp_path / "registry") as port:
+        yield port
+
+
+def _push(container_host: ContainerHost, port: int, name: str) -> str:
+    ref = f"127.0.0.1:{port}/{name}"
+    container_host.podman("push", "--tls-verify=false", IMAGE, ref, timeout=600)
+    return ref
+
+
+def test_a_missing_image_is_pulled_with_progress(
+    box: Env, container_host: ContainerHost, registry: int
+) -> None:
+    ref = _push(container_host, registry, "ct-pulled:test")
+    container_host.write_registries([f"127.0.0.1:{registry}"])
+    try:
+        write_container_profile(box, ref, pull="missing")
+        done = box.run("up", PROFILE, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert f"pulling {ref}" in done.stderr and f"pulled {ref}" in done.stderr, done.stderr
+        assert container_host.podman("image", "exists", ref, check=False).returncode == 0
+    finally:
+        box.run("down", PROFILE)
+        container_host.podman("rmi", "-f", ref, check=False)
+        container_host.write_registries([])
