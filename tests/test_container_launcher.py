@@ -3,12 +3,18 @@ Jupyter inside a container of an image built here, the Colab probe passes throug
 `status` shows the container, `down` leaves nothing on either end; the token is in no
 `podman inspect`, no process's arguments and no file outside the run directory; a dead keeper's
 container is re-attached; missing images and images without Jupyter are one clear error; a
-missing image is pulled from a local registry with progress shown."""
+missing image is pulled from a local registry with progress shown, and a Ctrl-C during a slow
+pull leaves nothing."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
 import subprocess
+import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +23,12 @@ import pytest
 import requests
 
 from colabtunnel.jupyter.probe import run_probe
-from tests.conftest import Env, _teardown, ours_listening, wait_for
+from tests.conftest import Env, _teardown, leftover_processes, ours_listening, wait_for
 from tests.container_host import (
     BARE_IMAGE,
     IMAGE,
     ContainerHost,
+    SlowLink,
     running_container_host,
     running_registry,
 )
@@ -218,5 +225,58 @@ def test_a_missing_image_is_pulled_with_progress(
         assert container_host.podman("image", "exists", ref, check=False).returncode == 0
     finally:
         box.run("down", PROFILE)
+        container_host.podman("rmi", "-f", ref, check=False)
+        container_host.write_registries([])
+
+
+def _noise_image(container_host: ContainerHost, tmp_path: Path, ref: str, size: int) -> None:
+    """Push an image of one layer of `size` random bytes (gzip cannot shrink it) to `ref`, then
+    remove it from the user's storage, so that pulling `ref` has every byte to fetch."""
+    noise = tmp_path / "noise.tar"
+    with tarfile.open(noise, "w") as tar:
+        member = tarfile.TarInfo("noise")
+        member.size = size
+        tar.addfile(member, io.BytesIO(os.urandom(size)))
+    local = "localhost/ct-noise:test"
+    container_host.podman("import", "-q", "-", local, input=noise.read_bytes(), timeout=300)
+    container_host.podman("push", "--tls-verify=false", local, ref, timeout=600)
+    container_host.podman("rmi", "-f", local, ref, timeout=120)
+    assert container_host.podman("image", "exists", ref, check=False).returncode == 1
+
+
+def _pulls(container_host: ContainerHost) -> list[psutil.Process]:
+    return [p for p in container_host.processes() if "pull" in p.cmdline()[1:3]]
+
+
+def test_ctrl_c_during_a_slow_pull_leaves_no_pull_no_image_no_container_and_no_file(
+    box: Env, container_host: ContainerHost, registry: int, tmp_path: Path
+) -> None:
+    link = SlowLink(registry, rate=2_000_000)  # 40 MB: a pull of about 20 s
+    ref = f"127.0.0.1:{link.port}/ct-noise:test"
+    container_host.write_registries([f"127.0.0.1:{link.port}"])
+    try:
+        _noise_image(container_host, tmp_path, ref, 40_000_000)
+        write_container_profile(box, ref, pull="missing")
+        proc = box.popen("up", PROFILE)
+        assert proc.stderr is not None
+        seen = ""
+        for line in proc.stderr:
+            seen += line
+            if f"pulling {ref}: " in line:
+                break
+        wait_for(lambda: _pulls(container_host), timeout=30, why="no pull on the host")
+        time.sleep(2)  # bytes on their way
+        assert _pulls(container_host), "the pull was over before the Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+        assert proc.returncode == 130, seen + rest
+        assert "Traceback" not in rest, rest
+        assert not _pulls(container_host)
+        assert container_host.podman("image", "exists", ref, check=False).returncode == 1
+        assert not container_host.containers(PROFILE)
+        assert not container_host.run_dir(PROFILE).exists()
+        assert not leftover_processes(box)
+    finally:
+        link.close()
         container_host.podman("rmi", "-f", ref, check=False)
         container_host.write_registries([])
