@@ -43,8 +43,12 @@ ANSWER_CHECK_S = 5  # a running container's Jupyter, asked with the recorded tok
 FACT = "__COLABTUNNEL_FACT__"
 PROGRESS_EVERY_S = 1.0
 # Lines of `docker pull` / `podman pull` that say a layer is done, and how big a blob is
-_LAYER_DONE = re.compile(r"(Pull complete|Already exists|Copying blob \S+ done|skipped: already)")
-_LAYER_SEEN = re.compile(r"(Pulling fs layer|Copying blob \S+\s*$|Waiting)")
+# Docker says "ID: Pulling fs layer" ... "ID: Pull complete"; Podman (no terminal) says
+# "Copying blob ID" once per layer ("... skipped: already exists" or "... done" when it is over)
+# and "Copying config" once every layer is in.
+_DOCKER_LAYER = re.compile(r"^(?P<id>[0-9a-f]{12,64}): (?P<state>.+)$")
+_PODMAN_LAYER = re.compile(r"^Copying blob (?:sha256:)?(?P<id>[0-9a-f]{12,64})(?P<state>.*)$")
+_DONE_STATES = ("pull complete", "already exists", "done")
 
 
 def settings_of(profile: Profile) -> ContainerSettings:
@@ -296,19 +300,27 @@ class PullProgress:
         if not text:
             return
         self.lines = [*self.lines[-20:], text]
-        layer = text.split(":", 1)[0] if ": " in text else text.split()[-2:][0]
-        if _LAYER_DONE.search(text):
-            self.done.add(layer if ": " in text else text.split()[2])
-        elif _LAYER_SEEN.search(text):
-            self.seen.add(layer if ": " in text else text.split()[2])
+        self.count(text)
         now = time.monotonic()
         if now - self.shown_at >= PROGRESS_EVERY_S:
             self.shown_at = now
             self.show(self.summary(text))
 
+    def count(self, text: str) -> None:
+        """Note the layer a line is about, and whether that layer is in."""
+        found = _DOCKER_LAYER.match(text) or _PODMAN_LAYER.match(text)
+        if found is None:
+            if text.startswith("Copying config"):
+                self.done |= self.seen
+            return
+        layer, state = found["id"][:12], found["state"].strip().lower()
+        self.seen.add(layer)
+        if state.endswith(_DONE_STATES):
+            self.done.add(layer)
+
     def summary(self, text: str) -> str:
-        total = len(self.seen | self.done)
-        layers = f"{len(self.done)} of {total} layers" if total else "starting"
+        total = len(self.seen)
+        layers = f"{len(self.done)} of {total} layers in" if total else "starting"
         return f"pulling {self.image}: {layers} ({mask(text)[:80]})"
 
 
