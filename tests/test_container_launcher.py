@@ -8,6 +8,7 @@ pull leaves nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -245,7 +246,13 @@ def _noise_image(container_host: ContainerHost, tmp_path: Path, ref: str, size: 
 
 
 def _pulls(container_host: ContainerHost) -> list[psutil.Process]:
-    return [p for p in container_host.processes() if "pull" in p.cmdline()[1:3]]
+    """The user's live `podman pull` processes (a zombie has no command line to read)."""
+    found = []
+    for proc in container_host.processes():
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE and "pull" in proc.cmdline()[1:3]:
+                found.append(proc)
+    return found
 
 
 def test_ctrl_c_during_a_slow_pull_leaves_no_pull_no_image_no_container_and_no_file(
