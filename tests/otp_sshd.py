@@ -139,6 +139,17 @@ def otp_sshd(root: Path) -> Iterator[OtpSshd]:
             )
     finally:
         pam_file.unlink(missing_ok=True)
+        _kill_started_under(remote_home)
+
+
+def _kill_started_under(home: Path) -> None:
+    """Kill what logins to this server left running (Jupyter runs in a session of its own). A
+    test that failed before its `down` leaves them, and that `down` cannot log in without a
+    code: run9 found a Jupyter of a failed test still running 15 minutes on."""
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("HOME") == str(home):
+                proc.kill()
 
 
 @pytest.fixture
