@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.sshd import Sshd, manage_users, running_sshd, server_environ
+from tests.sshd import Sshd, manage_users, running_sshd, server_environ, stop
 from tests.tcp_servers import TcpServer
 
 CACHE = Path("/var/cache/colabtunnel-tests")
@@ -286,12 +286,7 @@ def running_registry(root: Path) -> Iterator[int]:
             time.sleep(0.1)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 class SlowLink:

@@ -194,6 +194,12 @@ def sshd_process(
         _wait_banner(port, process, log)
         yield process
     finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """TERM, then KILL after 10 s: a server the tests started."""
+    if process.poll() is None:
         process.terminate()
         try:
             process.wait(10)
