@@ -271,6 +271,34 @@ def test_a_failing_tool_is_a_problem_not_a_gpu(tmp_path: Path) -> None:
     ]
 
 
+LATE_COLLECT = """
+import json, sys, time
+sys.argv = ["host"]  # the inspection's way in, not --gpu-report
+host = {"__name__": "gpu_query"}
+exec(sys.stdin.read(), host)
+query = host["Query"]({"nvidia-smi": FAKE}, 0.5)
+time.sleep(2)  # Jupyter starting inside the Slurm job, past the query's bound
+print(json.dumps(query.collect()))
+"""
+
+
+def test_an_answer_collected_after_the_deadline_is_kept(tmp_path: Path) -> None:
+    """The Slurm job collects the query once Jupyter has started, which can take longer than the
+    query's bound: a tool that answered at once is not reported as one that did not answer."""
+    smi = FakeSmi(tmp_path / "smi")
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_COLLECT.replace("FAKE", repr(str(smi.dir / "nvidia-smi")))],
+        input=HOST_CODE.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["problems"] == []
+    assert [d["name"] for d in report["devices"]] == ["NVIDIA H100 80GB HBM3"] * 2
+
+
 def test_the_host_code_is_python_3_7_and_has_no_placeholder_lookalikes() -> None:
     import ast
 

@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 GPU_TIMEOUT_S = 5.0
+READ_GRACE_S = 1.0  # for a tool that has exited; a child of it may hold its pipes a little
 REPORT_FLAG = "--gpu-report"
 RESULT_MARKER = "__COLABTUNNEL_RESULT__"
 NVIDIA_ARGS = [
@@ -86,8 +87,13 @@ class Query:
         }
 
     def _wait(self, tool: str, proc: "subprocess.Popen[bytes]") -> Optional[str]:
+        timeout = max(0.0, self.deadline - time.monotonic())
+        if proc.poll() is not None:
+            # It has answered: only its pipes are left to read. The Slurm job collects after
+            # Jupyter has started, often past the deadline; a zero timeout lost the answer then.
+            timeout = max(timeout, READ_GRACE_S)
         try:
-            out, err = proc.communicate(timeout=max(0.0, self.deadline - time.monotonic()))
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             self.problems.append(tool + " did not answer within " + _seconds(self.timeout))
