@@ -94,6 +94,24 @@ def test_a_chatty_proxy_does_not_block_and_its_stderr_is_logged(
     assert "proxy: proxy chatter line 20000:" in caplog.text
 
 
+def test_what_a_proxy_says_as_it_ends_is_logged_before_close_returns(
+    env: Env, caplog: pytest.LogCaptureFixture, way: str
+) -> None:
+    # 600 lines (about 50 KiB: the pipe holds them all, the proxy does not wait) once our end
+    # has closed, then it exits: the lines are the reader thread's to log, and close waits.
+    parting = (
+        "bash -c 'exec 3<>/dev/tcp/%h/%p; cat <&3 & cat >&3; for i in $(seq 600); do echo "
+        '"proxy parting line $i: ........................................................" >&2;'
+        " done'"
+    )
+    target = _relay_profile(env, "parting-gpu", parting)
+    with caplog.at_level(logging.INFO, logger="colabtunnel"):
+        conn = connection.connect(target, "parting", creds=Credentials("parting"))
+        assert conn.run("echo ok").stdout == "ok\n"
+        conn.close()
+        assert "proxy: proxy parting line 600:" in caplog.text
+
+
 def test_proxy_runs_through_the_users_shell(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

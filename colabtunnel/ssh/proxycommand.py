@@ -38,6 +38,7 @@ log = logging.getLogger("colabtunnel")
 
 EXIT_GRACE_S = 0.5  # after EOF, before TERM
 TERM_GRACE_S = 2.0  # after TERM, before KILL
+STDERR_DRAIN_S = 1.0  # after it has ended, for its last lines to reach the log
 # Messages of proxies that wait for a person (a browser sign-in, an expired token, a prompt that
 # has no terminal): a reconnect that meets one becomes `needs-login`, not endless retries.
 _NEEDS_PERSON = re.compile(
@@ -66,6 +67,7 @@ class ProxySocket(socket.socket):
     process: subprocess.Popen[bytes]
     command: str
     stderr_tail: collections.deque[str]
+    stderr_reader: threading.Thread
     finishing: threading.Lock
 
     def close(self) -> None:
@@ -75,6 +77,9 @@ class ProxySocket(socket.socket):
         with self.finishing:
             _finish(self.process)
             _LIVE.discard(self.process)
+        # What it said before it ended belongs in the log before close returns: the reader can
+        # be a pipe's worth (64 KiB) behind a chatty proxy.
+        self.stderr_reader.join(STDERR_DRAIN_S)
 
     def failure(self, waited_for: str) -> ProxyFailed:
         """Why the command did not give an SSH session, from its exit status and stderr."""
@@ -230,9 +235,10 @@ def _wrap(ours: socket.socket, process: subprocess.Popen[bytes], command: str) -
     sock.command = command
     sock.stderr_tail = collections.deque(maxlen=5)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    threading.Thread(
+    sock.stderr_reader = threading.Thread(
         target=_read_stderr, args=(process, sock.stderr_tail), name="proxy-stderr", daemon=True
-    ).start()
+    )
+    sock.stderr_reader.start()
     log.info("ProxyCommand started (pid %d): %s", process.pid, mask(command))
     return sock
 
