@@ -233,7 +233,10 @@ def test_reconnect_that_needs_a_new_code_is_needs_login_then_up_relogs(
     second = _tty_up("otp", {OTP_PROMPT: otp_server.new_code()})
     assert URL_RE.search(second).group(0) == url  # same token, same port: Colab keeps working
     log = (env.ct_home / "logs" / "otp.log").read_text()
-    assert "handing the tunnel to a new keeper (asked: release); Jupyter stays up" in log
+    # Asked over the control channel; a keeper that does not answer within 3 s (a loaded
+    # machine) gets SIGUSR1 instead, where there is one: a hand-over either way.
+    handed = r"handing the tunnel to a new keeper \((asked: release|SIGUSR1)\); Jupyter stays up"
+    assert re.search(handed, log), log
     shown = json.loads(env.run("status", "otp", "--json").stdout)["tunnels"]
     assert [t["health"] for t in shown] == ["ok"], (
         shown,
