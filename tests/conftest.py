@@ -18,6 +18,7 @@ import pytest
 
 from tests.required_areas import pytest_runtest_makereport  # noqa: F401  (a skip is no pass)
 from tests.sshd import Sshd, passwd_home_environ, running_sshd
+from tests.worker_times import pytest_configure  # noqa: F401  (where the time went, at the end)
 
 TESTS = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
