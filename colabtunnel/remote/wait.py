@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, NoReturn, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Set, Tuple
 
 from colabtunnel.remote.alive import alive  # host: inline
 from colabtunnel.remote.colab_answers import answers  # host: inline
@@ -54,6 +54,8 @@ def api_json(answer: Answer) -> Any:
 def ours() -> Optional[bool]:
     # Does our Jupyter hold the listening socket? An answer from whatever else took the port
     # (Jupyter then exits: port_retries=0) says nothing about our server. None: cannot tell.
+    # PID or one of its descendants: an image's own start-up (start = "image") is started by
+    # the container's init, PID 1, which never holds the socket itself.
     try:
         sockets = set()
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -64,16 +66,47 @@ def ours() -> Optional[bool]:
                         sockets.add(f"socket:[{fields[9]}]")
     except OSError:
         return None  # no /proc (not Linux)
-    fds = f"/proc/{pid}/fd"
     try:
-        names = os.listdir(fds)
+        if holds(pid, sockets):
+            return True
     except FileNotFoundError:
         # Gone while the other server answered (it lost the port and exited): not ours, and
         # the loop's next alive() says "exited" rather than judging the other server's answers.
         return False
     except OSError:
         return None
-    return any(link(os.path.join(fds, fd)) in sockets for fd in names)
+    for child in descendants(pid):
+        try:
+            if holds(child, sockets):
+                return True
+        except OSError:
+            continue  # ended, or not ours to read
+    return False
+
+
+def holds(process: int, sockets: Set[str]) -> bool:
+    fds = f"/proc/{process}/fd"
+    return any(link(os.path.join(fds, fd)) in sockets for fd in os.listdir(fds))
+
+
+def descendants(root: int) -> List[int]:
+    children: Dict[int, List[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(name))
+    found: List[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        process = todo.pop()
+        found.append(process)
+        todo.extend(children.get(process, []))
+    return found
 
 
 def link(path: str) -> Optional[str]:
