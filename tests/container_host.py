@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -114,6 +115,20 @@ def rootfs_tars() -> tuple[Path, Path]:
         return bare, full
 
 
+def engine_run(argv: list[str], check: bool, **options: Any) -> subprocess.CompletedProcess[str]:
+    """An engine command, its output as text; with `check`, a failure is the test's."""
+    done = subprocess.run(argv, capture_output=True, **options)
+    result = subprocess.CompletedProcess(
+        done.args,
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} -> {done.returncode}: {result.stderr}")
+    return result
+
+
 @dataclass
 class ContainerHost:
     """The user, its home and runtime directory, and the sshd it logs in through."""
@@ -136,28 +151,18 @@ class ContainerHost:
         self, *args: str, check: bool = True, timeout: float = 300, input: bytes | None = None
     ) -> subprocess.CompletedProcess[str]:
         """`podman ARGS` as the user, in its home."""
-        done = subprocess.run(
-            ["runuser", "-u", self.user, "--", "podman", *args],
-            capture_output=True,
-            timeout=timeout,
-            env=self.environ(),
-            cwd=self.home,
-            input=input,
+        argv = ["runuser", "-u", self.user, "--", "podman", *args]
+        return engine_run(
+            argv, check, timeout=timeout, env=self.environ(), cwd=self.home, input=input
         )
-        result = subprocess.CompletedProcess(
-            done.args,
-            done.returncode,
-            done.stdout.decode(errors="replace"),
-            done.stderr.decode(errors="replace"),
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)} -> {done.returncode}: {result.stderr}")
-        return result
 
     def containers(self, profile: str) -> list[str]:
         """IDs of the profile's containers, running or not."""
         out = self.podman("ps", "-aq", "--filter", f"label=colabtunnel.profile={profile}").stdout
         return out.split()
+
+    def inspect(self, container: str) -> str:
+        return self.podman("inspect", container).stdout
 
     def run_dir(self, profile: str) -> Path:
         return self.home / ".local" / "state" / "colabtunnel" / profile
@@ -287,6 +292,92 @@ def running_registry(root: Path) -> Iterator[int]:
         yield port
     finally:
         stop(process)
+
+
+# -- Docker's engine, rootful as on most GPU hosts ------------------------------------------------
+
+
+@dataclass
+class DockerEngine:
+    """A dockerd of the test's own; `command` is the profile's `engine`, which reaches it."""
+
+    socket: Path
+
+    @property
+    def command(self) -> str:
+        return f"docker --host unix://{self.socket}"
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`docker ARGS` as root, through this engine's socket."""
+        return engine_run(["docker", "--host", f"unix://{self.socket}", *args], check, timeout=300)
+
+    def containers(self, profile: str) -> list[str]:
+        out = self.docker("ps", "-aq", "--filter", f"label=colabtunnel.profile={profile}").stdout
+        return out.split()
+
+    def inspect(self, container: str) -> str:
+        return self.docker("inspect", container).stdout
+
+
+@contextlib.contextmanager
+def running_docker(host: ContainerHost) -> Iterator[DockerEngine]:
+    """Debian's dockerd as root, with its own data root and a socket in the group of the host's
+    user (what the `docker` group gives on a real host), and the Jupyter image imported.
+
+    --iptables=false: this machine's kernel has no usable iptables here; a port published on
+    127.0.0.1 then goes through docker-proxy, which is what `ss` shows listening. The docker0
+    bridge dockerd creates outlives it: removed again, if it was not there before."""
+    _, full = rootfs_tars()
+    base = Path(f"/run/ctdocker-{os.getpid():x}")  # short: containerd's socket path lives in it
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(mode=0o755, parents=True)
+    had_bridge = Path("/sys/class/net/docker0").exists()
+    engine = DockerEngine(base / "docker.sock")
+    with open(base / "dockerd.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                "dockerd",
+                "--iptables=false",
+                "--ip6tables=false",
+                f"--data-root={base / 'data'}",
+                f"--exec-root={base / 'exec'}",
+                f"--pidfile={base / 'dockerd.pid'}",
+                f"--host=unix://{engine.socket}",
+                f"--group={host.user}",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while engine.docker("version", check=False).returncode != 0:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"dockerd did not start: {(base / 'dockerd.log').read_text()}")
+            time.sleep(0.2)
+        with open(full, "rb") as fh:
+            subprocess.run(
+                ["docker", "--host", f"unix://{engine.socket}", "import", "-", IMAGE],
+                stdin=fh,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        yield engine
+    finally:
+        with contextlib.suppress(Exception):
+            ids = engine.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                engine.docker("rm", "-f", *ids, check=False)
+        stop(process)
+        for proc in psutil.process_iter(["cmdline"]):  # containerd and shims, if dockerd was killed
+            with contextlib.suppress(psutil.Error):
+                if str(base) in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+        if not had_bridge:
+            subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True)
+        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class SlowLink:

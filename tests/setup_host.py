@@ -38,6 +38,7 @@ PACKAGES = {
     "slirp4netns": Path("/usr/bin/slirp4netns"),
     "debootstrap": Path("/usr/sbin/debootstrap"),
     "docker-registry": Path("/usr/bin/docker-registry"),
+    "docker.io": Path("/usr/sbin/dockerd"),
     "libpam-google-authenticator": Path(
         "/usr/lib",
         sysconfig.get_config_var("MULTIARCH") or "",
@@ -69,6 +70,7 @@ PURPOSE = {
     "slirp4netns": "rootless Podman's network, through which a port is published",
     "debootstrap": "builds the test image's Debian root filesystem (no registry is reachable)",
     "docker-registry": "a local registry to pull the test image from (tests/container_host.py)",
+    "docker.io": "Docker's engine, as the other engine a profile may name (tests/container_host.py)",
 }
 
 

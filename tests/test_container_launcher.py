@@ -4,7 +4,8 @@ Jupyter inside a container of an image built here, the Colab probe passes throug
 `podman inspect`, no process's arguments and no file outside the run directory; a dead keeper's
 container is re-attached; missing images and images without Jupyter are one clear error; a
 missing image is pulled from a local registry with progress shown, and a Ctrl-C during a slow
-pull leaves nothing."""
+pull leaves nothing; an image that starts its own Jupyter (start = "image") gives up its token
+on the host only; and Docker's engine (rootful dockerd) does what Podman does."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 import pytest
@@ -29,8 +32,10 @@ from tests.container_host import (
     BARE_IMAGE,
     IMAGE,
     ContainerHost,
+    DockerEngine,
     SlowLink,
     running_container_host,
+    running_docker,
     running_registry,
 )
 from tests.load_helpers import KernelSocket, Up
@@ -64,9 +69,18 @@ def box(isolated_home: Path, tmp_path: Path, container_host: ContainerHost) -> I
         container_host.podman("rm", "-f", "-t", "0", cid, check=False)
 
 
-def write_container_profile(env: Env, image: str, **keys: str) -> None:
-    table = {"image": image, "engine": "podman", "gpus": "none", "pull": "never", **keys}
+def write_container_profile(
+    env: Env, image: str, idle_timeout: str | None = None, **keys: object
+) -> None:
+    table: dict[str, object] = {
+        "image": image,
+        "engine": "podman",
+        "gpus": "none",
+        "pull": "never",
+        **keys,
+    }
     text = f'[profiles.{PROFILE}]\nhost = "{ALIAS}"\nlauncher = "container"\nkeepalive = 5\n'
+    text += f'idle_timeout = "{idle_timeout}"\n' if idle_timeout else ""
     text += f"[profiles.{PROFILE}.container]\n"
     text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
     env.ct_home.mkdir(parents=True, exist_ok=True)
@@ -100,19 +114,29 @@ def _files_holding(token: str, *roots: Path) -> list[str]:
     return found.split()
 
 
+class Engine(Protocol):
+    def containers(self, profile: str) -> list[str]: ...
+    def inspect(self, container: str) -> str: ...
+
+
+def _up_and_checked(box: Env, engine: Engine) -> tuple[Up, str]:
+    """`up`, then: the Colab probe passes through the tunnel, there is one container, its port
+    is published on the host's 127.0.0.1 only, and the token is in no `inspect` of it."""
+    up = _up(box)
+    assert run_probe(f"http://127.0.0.1:{up.local_port}/", up.token).ok
+    (cid,) = engine.containers(PROFILE)
+    assert _listeners(up.remote_port) == [f"127.0.0.1:{up.remote_port}"]
+    inspected = engine.inspect(cid)
+    assert up.token not in inspected and "JUPYTER_TOKEN" not in inspected
+    return up, cid
+
+
 def test_up_probe_status_down_and_the_token_stays_in_the_run_directory(
     box: Env, container_host: ContainerHost
 ) -> None:
     write_container_profile(box, IMAGE)
-    up = _up(box)
-    assert run_probe(f"http://127.0.0.1:{up.local_port}/", up.token).ok
-    (cid,) = container_host.containers(PROFILE)
-
-    # The published port: the host's 127.0.0.1 only
-    assert _listeners(up.remote_port) == [f"127.0.0.1:{up.remote_port}"]
-    # The token: in no `podman inspect`, no process's arguments, no file but the run directory's
-    inspected = container_host.podman("inspect", cid).stdout
-    assert up.token not in inspected and "JUPYTER_TOKEN" not in inspected
+    up, cid = _up_and_checked(box, container_host)
+    # The token: in no process's arguments, no file but the run directory's
     for proc in psutil.process_iter(["cmdline"]):
         assert up.token not in " ".join(proc.info["cmdline"] or []), proc.info["cmdline"]
     run_dir = container_host.run_dir(PROFILE)
@@ -163,6 +187,101 @@ def test_a_dead_keepers_container_is_re_attached_with_its_kernel(
     again = KernelSocket(second, kernel["id"])
     assert again.run("print(x)").strip() == "42"
     again.close()
+
+
+def test_an_idle_container_ends_with_its_jupyter_and_status_says_idle(
+    box: Env, container_host: ContainerHost
+) -> None:
+    """idle_timeout in a container (issue 23): Jupyter ends itself, the container with it; the
+    keeper tells that from a crash, removes the container and the run directory, and exits."""
+    write_container_profile(box, IMAGE, idle_timeout="20s")
+    up = _up(box)
+    began = time.monotonic()
+
+    def ended() -> dict | None:
+        shown = json.loads(box.run("status", "--json", "--no-gpu", check=True).stdout)
+        return next((n for n in shown["ended"] if n["profile"] == PROFILE), None)
+
+    # the server's own no-activity check comes once a minute (tests/test_idle.py)
+    note = wait_for(ended, timeout=20 + 60 + 30, interval=2)
+    print(f"ended {time.monotonic() - began:.0f} s after `up`")
+    assert note["why"] == "idle" and note["text"] == "ended: idle for 20s", note
+    wait_for(lambda: not psutil.pid_exists(up.keeper_pid), timeout=30)  # exited, not hung
+    assert container_host.containers(PROFILE) == []
+    assert not container_host.run_dir(PROFILE).exists()
+    assert _listeners(up.remote_port) == []
+
+
+OWN_START = "localhost/ct-own-start:test"
+OWN_START_FILE = f"""FROM {IMAGE}
+CMD ["jupyter", "server", "--allow-root", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8080", \
+     "--ServerApp.allow_origin=https://colab.research.google.com", \
+     "--ServerApp.allow_credentials=True", \
+     "--ServerApp.tornado_settings={{\\"headers\\": {{\\"Access-Control-Allow-Private-Network\\": \\"true\\"}}}}"]
+"""
+
+
+def test_an_image_that_starts_its_own_jupyter_gives_up_its_token_on_the_host_only(
+    box: Env, container_host: ContainerHost
+) -> None:
+    """start = "image", as Colab's runtime image: the image's own start-up serves on 8080 with a
+    token it makes up and prints; `up` reads it from the log into the run directory's 0600 file,
+    and the probe passes with it."""
+    build = container_host.home / "own-start"  # the user's to read (pytest's tmp is root's)
+    build.mkdir(exist_ok=True)
+    (build / "Containerfile").write_text(OWN_START_FILE)
+    for path in (build, build / "Containerfile"):
+        shutil.chown(path, container_host.user)
+    container_host.podman("build", "-q", "-t", OWN_START, str(build), timeout=300)
+    try:
+        write_container_profile(box, OWN_START, start="image", port=8080)
+        up = _up(box)
+        assert run_probe(f"http://127.0.0.1:{up.local_port}/", up.token).ok
+        (cid,) = container_host.containers(PROFILE)
+        said = container_host.podman("logs", cid).stderr
+        assert f"token={up.token}" in said, said  # the image's own token, not one we gave it
+        assert "JUPYTER_TOKEN" not in container_host.podman("inspect", cid).stdout
+        token_file = container_host.run_dir(PROFILE) / "token"
+        assert token_file.read_text() == up.token
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        box.run("down", PROFILE, check=True)
+        assert container_host.containers(PROFILE) == []
+        assert not container_host.run_dir(PROFILE).exists()
+    finally:
+        container_host.podman("rmi", "-f", OWN_START, check=False)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(container_host: ContainerHost) -> Iterator[DockerEngine]:
+    with running_docker(container_host) as engine:
+        yield engine
+
+
+def test_docker_as_the_engine_up_probe_status_re_attach_and_down(
+    box: Env, container_host: ContainerHost, docker_engine: DockerEngine
+) -> None:
+    """The same launcher with Docker's engine (rootful dockerd, the user in its socket's group):
+    the flags colabtunnel gives `run` are Docker's too, the port is docker-proxy's on 127.0.0.1
+    only, the token is in no `docker inspect`, and a dead keeper's container is re-attached."""
+    write_container_profile(box, IMAGE, engine=docker_engine.command)
+    try:
+        up, cid = _up_and_checked(box, docker_engine)
+        shown = json.loads(box.run("status", "--json", check=True).stdout)["tunnels"][0]
+        assert shown["job"]["container"] == cid[:12], shown
+        assert "docker" in box.run("doctor", PROFILE).stdout
+
+        psutil.Process(up.keeper_pid).kill()
+        wait_for(lambda: not psutil.pid_exists(up.keeper_pid), timeout=10)
+        again = _up(box)
+        assert again.token == up.token and docker_engine.containers(PROFILE) == [cid]
+
+        box.run("down", PROFILE, check=True)
+        assert docker_engine.containers(PROFILE) == []
+        assert not container_host.run_dir(PROFILE).exists()
+        assert _listeners(up.remote_port) == []
+    finally:
+        for left in docker_engine.containers(PROFILE):
+            docker_engine.docker("rm", "-f", left, check=False)
 
 
 def test_pull_never_with_a_missing_image_is_one_error_and_leaves_nothing(
