@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
-from colabtunnel.errors import ConfigError
+from colabtunnel.settings_tables import Check, Where, choice, read, refuse
 
 PULL = ("missing", "always", "never")
 # Google's Colab runtime image (research.google.com/colaboratory/local-runtimes.html): its own
@@ -45,15 +44,6 @@ REFUSED = {
     "-t": "the container runs detached, with no terminal",
     "--tty": "the container runs detached, with no terminal",
 }
-
-
-class Where(Protocol):
-    """Where a value came from, to name it in an error (profiles._Where)."""
-
-    def fail(self, key: str | None, problem: str, hint: str) -> ConfigError: ...
-
-
-Check = Callable[[object, str, "Where"], tuple[str, object]]
 
 
 @dataclass(frozen=True)
@@ -86,24 +76,7 @@ class ContainerSettings:
 def check(value: object, key: str, where: Where) -> ContainerSettings:
     """The `container` table of a profile, every key checked; `image = "colab"` is the preset
     for Google's Colab runtime image."""
-    if not isinstance(value, Mapping):
-        raise where.fail(
-            key,
-            f"'{key}' must be a table ([profiles.NAME.container])",
-            'write it as [profiles.NAME.container] with image = "..." and other keys below it',
-        )
-    values: dict[str, object] = {}
-    for name, item in value.items():
-        label = f"{key}.{name}"
-        check_one = _CHECKS.get(name)
-        if check_one is None:
-            raise where.fail(
-                key,
-                f"unknown key '{label}'",
-                f"known keys of the container table: {', '.join(_CHECKS)}",
-            )
-        field_name, checked = check_one(item, label, where)
-        values[field_name] = checked
+    values = read(value, key, where, _CHECKS, 'image = "..."')
     if not values.get("image"):
         raise where.fail(
             key,
@@ -205,19 +178,6 @@ def _env(value: object, label: str, where: Where) -> tuple[str, object]:
     return "env", tuple(sorted(value.items()))
 
 
-def _choice(name: str, choices: tuple[str, ...]) -> Check:
-    def check_field(value: object, label: str, where: Where) -> tuple[str, object]:
-        if value not in choices:
-            raise where.fail(
-                label,
-                f"'{label}' must be one of {', '.join(choices)}, got {value!r}",
-                f'for example {label} = "{choices[0]}"',
-            )
-        return name, str(value)
-
-    return check_field
-
-
 def _port(value: object, label: str, where: Where) -> tuple[str, object]:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise where.fail(label, f"'{label}' must be a port 1..65535", "for example port = 8888")
@@ -228,14 +188,7 @@ def _extra_args(value: object, label: str, where: Where) -> tuple[str, object]:
     name, args = _strings("extra_args", 'for example extra_args = ["--shm-size=16g"]')(
         value, label, where
     )
-    for arg in args:  # type: ignore[attr-defined]  # a tuple of strings, checked above
-        option = arg.split("=", 1)[0]
-        if option in REFUSED:
-            raise where.fail(
-                label,
-                f"'{label}' may not set {option}: {REFUSED[option]}",
-                f"remove {arg!r} from {label}",
-            )
+    refuse(args, label, where, REFUSED)  # type: ignore[arg-type]  # a tuple of strings, checked above
     return name, args
 
 
@@ -245,9 +198,9 @@ _CHECKS: dict[str, Check] = {
     "gpus": _gpus,
     "mounts": _mounts,
     "env": _env,
-    "pull": _choice("pull", PULL),
+    "pull": choice("pull", PULL),
     "extra_args": _extra_args,
     "jupyter": lambda value, label, where: ("jupyter", _text(value, label, where)),
-    "start": _choice("start", START),
+    "start": choice("start", START),
     "port": _port,
 }

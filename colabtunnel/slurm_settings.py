@@ -8,12 +8,10 @@ warns before the time limit) are refused in `extra_args` with exit 2, naming the
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from colabtunnel.durations import human_seconds, is_slurm_time
-from colabtunnel.errors import ConfigError
+from colabtunnel.settings_tables import Check, Where, choice, read, refuse
 
 ACCESS = ("auto", "srun", "node-ssh", "network")
 GPU_FLAGS = ("gres", "gpus")
@@ -33,15 +31,6 @@ REFUSED = {
     "--array": "one session is one job",
     "-a": "one session is one job",
 }
-
-
-class Where(Protocol):
-    """Where a value came from, to name it in an error (profiles._Where)."""
-
-    def fail(self, key: str | None, problem: str, hint: str) -> ConfigError: ...
-
-
-Check = Callable[[object, str, "Where"], tuple[str, object]]
 
 
 @dataclass(frozen=True)
@@ -84,26 +73,8 @@ class SlurmSettings:
 
 
 def check(value: object, key: str, where: Where) -> SlurmSettings:
-    """The `slurm` table of a profile, every key checked."""
-    if not isinstance(value, Mapping):
-        raise where.fail(
-            key,
-            f"'{key}' must be a table ([profiles.NAME.slurm])",
-            'write it as [profiles.NAME.slurm] with partition = "gpu" and other keys below it',
-        )
-    values: dict[str, object] = {}
-    for name, item in value.items():
-        label = f"{key}.{name}"
-        check_one = _CHECKS.get(name)
-        if check_one is None:
-            raise where.fail(
-                key,
-                f"unknown key '{label}'",
-                f"known keys of the slurm table: {', '.join(_CHECKS)}",
-            )
-        field, checked = check_one(item, label, where)
-        if checked is not None:  # an empty string: the default
-            values[field] = checked
+    """The `slurm` table of a profile, every key checked (an empty string: the default)."""
+    values = read(value, key, where, _CHECKS, 'partition = "gpu"')
     return SlurmSettings(**values)  # type: ignore[arg-type]  # each check returns its field's type
 
 
@@ -131,19 +102,6 @@ def _gpus(value: object, label: str, where: Where) -> tuple[str, str | None]:
             'for example gpus = 1 or gpus = "a100:2"',
         )
     return "gpus", text
-
-
-def _choice(name: str, choices: tuple[str, ...]) -> Check:
-    def check_field(value: object, label: str, where: Where) -> tuple[str, object]:
-        if value not in choices:
-            raise where.fail(
-                label,
-                f"'{label}' must be one of {', '.join(choices)}, got {value!r}",
-                f'for example {label} = "{choices[0]}"',
-            )
-        return name, str(value)
-
-    return check_field
 
 
 def _cpus(value: object, label: str, where: Where) -> tuple[str, int]:
@@ -184,14 +142,8 @@ def _extra_args(value: object, label: str, where: Where) -> tuple[str, tuple[str
             f"'{label}' must be an array of strings",
             'for example extra_args = ["--exclusive"]',
         )
+    refuse(value, label, where, REFUSED)
     for arg in value:
-        option = arg.split("=", 1)[0]
-        if option in REFUSED:
-            raise where.fail(
-                label,
-                f"'{label}' may not set {option}: {REFUSED[option]}",
-                f"remove {arg!r} from {label}",
-            )
         if not arg.startswith("-"):
             raise where.fail(
                 label,
@@ -204,7 +156,7 @@ def _extra_args(value: object, label: str, where: Where) -> tuple[str, tuple[str
 _CHECKS: dict[str, Check] = {
     "partition": _string_field("partition"),
     "gpus": _gpus,
-    "gpu_flag": _choice("gpu_flag", GPU_FLAGS),
+    "gpu_flag": choice("gpu_flag", GPU_FLAGS),
     "cpus": _cpus,
     "mem": _string_field("mem"),
     "time": _time,
@@ -213,7 +165,7 @@ _CHECKS: dict[str, Check] = {
     "constraint": _string_field("constraint"),
     "extra_args": _extra_args,
     "session_root": _string_field("session_root"),
-    "access": _choice("access", ACCESS),
+    "access": choice("access", ACCESS),
     "queue_timeout": _timeout("queue_timeout_s"),
     "start_timeout": _timeout("start_timeout_s"),
 }
