@@ -30,9 +30,8 @@ from colabtunnel.jupyter.inspection import INSPECT_TIMEOUT, HostInfo
 from colabtunnel.launchers import Finding, Opener, Progress, Server, direct, starting, stream_masked
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
-from colabtunnel.ssh.connection import RunResult
 from colabtunnel.ssh.credentials import Credentials
-from colabtunnel.ssh.hosts import Host
+from colabtunnel.ssh.hosts import Host, InnerHost
 
 log = logging.getLogger("colabtunnel")
 
@@ -503,34 +502,13 @@ def logs(
     return stream_masked(host, _logs_script(profile, lines, follow), sink)
 
 
-class ContainerHost:
-    """Scripts run inside the profile's container (`ENGINE exec`), through the login host: the
-    GPUs' use for `status` is the container's."""
-
-    is_local = False
-
-    def __init__(self, login: Host, engine: tuple[str, ...], container: str) -> None:
-        self.login, self.engine, self.container = login, engine, container
-        self.name = f"container {container[:12]}"
-
-    def _wrapped(self, script: str) -> str:
-        engine = " ".join(remote.quote(word) for word in self.engine)
-        return (
-            f"exec {engine} exec -i {remote.quote(self.container)} sh -s "
-            f"<<'CT_CONTAINER_EOF'\n{script}\nCT_CONTAINER_EOF\n"
-        )
-
-    def run_script(self, script: str, timeout: float) -> RunResult:
-        return self.login.run_script(self._wrapped(script), timeout)
-
-    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int:
-        return self.login.stream_script(self._wrapped(script), sink)
-
-
 def node_host(host: Host, server: Server) -> Host:
     """Where Jupyter runs: inside the container."""
-    engine = tuple(server.handle.get("engine") or ("docker",))
-    return ContainerHost(host, engine, str(server.handle.get("container") or ""))
+    engine = " ".join(remote.quote(word) for word in server.handle.get("engine") or ("docker",))
+    container = str(server.handle.get("container") or "")
+    # the GPUs' use for `status` is the container's
+    enter = f"{engine} exec -i {remote.quote(container)} sh -s"
+    return InnerHost(host, f"container {container[:12]}", enter)
 
 
 def details(host: Host, profile: Profile, handle: dict[str, Any]) -> dict[str, Any] | None:

@@ -37,9 +37,8 @@ from colabtunnel.launchers import slurm_queue as queue
 from colabtunnel.profiles import Profile
 from colabtunnel.redact import mask, register
 from colabtunnel.slurm_settings import SlurmSettings
-from colabtunnel.ssh.connection import RunResult
 from colabtunnel.ssh.credentials import Credentials
-from colabtunnel.ssh.hosts import Host, SSHHost
+from colabtunnel.ssh.hosts import Host, InnerHost, SSHHost
 
 log = logging.getLogger("colabtunnel")
 
@@ -505,33 +504,11 @@ def _cluster_known_hosts(host: Host) -> str:
     return done.stdout
 
 
-class NodeHost:
-    """A Host whose scripts run on the job's compute node: an `srun --overlap` step, sent from
-    the login node (the script on its stdin, as for any host)."""
-
-    is_local = False
-
-    def __init__(self, login: Host, job: str, node: str | None) -> None:
-        self.login = login
-        self.job = job
-        self.name = node or f"the node of job {job}"
-
-    def _wrapped(self, script: str) -> str:
-        return (
-            f"exec srun --jobid={remote.quote(self.job)} --overlap -N1 -n1 -Q bash -s "
-            f"<<'CT_NODE_EOF'\n{script}\nCT_NODE_EOF\n"
-        )
-
-    def run_script(self, script: str, timeout: float) -> RunResult:
-        return self.login.run_script(self._wrapped(script), timeout)
-
-    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int:
-        return self.login.stream_script(self._wrapped(script), sink)
-
-
 def node_host(host: Host, server: Server) -> Host:
     """The job's node: scripts go through an srun step of the job."""
-    return NodeHost(host, str(server.handle.get("job")), server.handle.get("node"))
+    job = str(server.handle.get("job"))
+    enter = f"srun --jobid={remote.quote(job)} --overlap -N1 -n1 -Q bash -s"
+    return InnerHost(host, server.handle.get("node") or f"the node of job {job}", enter)
 
 
 def alive(opener: Opener, server: Server) -> bool | None:

@@ -60,6 +60,26 @@ class SSHHost:
         return self.connection.stream(SCRIPT_COMMAND, script.encode(), sink)
 
 
+class InnerHost:
+    """A Host whose scripts run one step further than the login host (a job's compute node, a
+    container): each goes, as any host's, on the stdin of `enter`, a command run on the login
+    host that reads a script (`srun ... bash -s`, `docker exec -i ... sh -s`)."""
+
+    is_local = False
+
+    def __init__(self, login: Host, name: str, enter: str) -> None:
+        self.login, self.name, self.enter = login, name, enter
+
+    def _wrapped(self, script: str) -> str:
+        return f"exec {self.enter} <<'CT_INNER_EOF'\n{script}\nCT_INNER_EOF\n"
+
+    def run_script(self, script: str, timeout: float) -> RunResult:
+        return self.login.run_script(self._wrapped(script), timeout)
+
+    def stream_script(self, script: str, sink: Callable[[bytes], None]) -> int:
+        return self.login.stream_script(self._wrapped(script), sink)
+
+
 class LocalHost:
     is_local = True
     name = "this machine"
