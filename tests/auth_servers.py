@@ -36,7 +36,7 @@ import psutil
 import pytest
 
 from tests import required_areas
-from tests.sshd import SSHD, Sshd, config_text, keygen, manage_users, server_environ
+from tests.sshd import SSHD, Sshd, config_text, keygen, manage_users, server_environ, stop
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -84,16 +84,6 @@ def known_hosts_entry(host: str, port: int, host_key_pub: str) -> str:
     return f"{name} {host_key_pub}\n"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _start_sshd(
     argv_prefix: Sequence[str], config: Path, log: Path, timeout: float = 20
 ) -> subprocess.Popen[bytes]:
@@ -119,7 +109,7 @@ def _start_sshd(
     try:
         _poll(listening, timeout, f"sshd ({config}) to listen")
     except BaseException:
-        _stop(process)
+        stop(process)
         raise
     return process
 
@@ -259,7 +249,7 @@ ClientAliveInterval 0
         )
         log = root / "sshd.log"
         process = _start_sshd([], config, log)
-        stack.callback(_stop, process)
+        stack.callback(stop, process)
         yield PasswordSshd(
             port,
             user,
@@ -588,7 +578,7 @@ def jump_chain(
             )
             log = node_dir / "sshd.log"
             process = _start_sshd(["ip", "netns", "exec", ns], config, log)
-            stack.callback(_stop, process)
+            stack.callback(stop, process)
             built.append(
                 Hop(
                     name,
