@@ -24,9 +24,9 @@ import requests
 
 from colabtunnel.jupyter.probe import run_probe
 from tests import required_areas
-from tests.auth_servers import JumpChain, _start_sshd, _stop, jump_chain, require_root
+from tests.auth_servers import JumpChain, _start_sshd, jump_chain, require_root
 from tests.conftest import ACTIVATE, Env, leftover_processes, wait_for
-from tests.sshd import Sshd, free_port, keygen, running_sshd
+from tests.sshd import Sshd, free_port, keygen, running_sshd, stop
 from tests.test_reliability import Kernel
 
 
@@ -74,7 +74,7 @@ def _restart_sshd_dropping_sessions(hop: object) -> None:
     """Stop the hop's sshd and every session it serves, start it again on the same address."""
     process = hop.process  # type: ignore[attr-defined]
     sessions = psutil.Process(process.pid).children(recursive=True)
-    _stop(process)
+    stop(process)
     for session in sessions:
         with contextlib.suppress(psutil.NoSuchProcess):
             session.kill()
