@@ -95,7 +95,6 @@ from tests.auth_servers import (
     _poll,
     _pub_of,
     _start_sshd,
-    _stop,
     known_hosts_entry,
     require_root,
 )
@@ -110,7 +109,7 @@ from tests.slurm_cleanup import (
     names_of,
     start_reaper,
 )
-from tests.sshd import free_port, keygen, manage_users, server_environ
+from tests.sshd import free_port, keygen, manage_users, server_environ, stop
 
 CLUSTER_NAME = "ctsl"
 NODE = "node1"
@@ -297,7 +296,7 @@ class SlurmCluster:
         try:
             yield server
         finally:
-            _stop(process)
+            stop(process)
             self.known_hosts.write_text(self.known_hosts.read_text().replace(line, ""))
 
 
