@@ -147,8 +147,16 @@ class Supervisor:
         self._set(Health("reconnecting", attempt, 0.0, f"{why}; reconnecting"))
         self.tunnel.drop_connection()
         delay = FIRST_DELAY_S
+        # Once a login has asked for a person (a one-time code), the state stays needs-login
+        # through the attempts after it, until one gets in: `up` reuses a keeper that says
+        # reconnecting, and would hand out the URL of a tunnel that cannot come back by itself.
+        needs_login = ""
         while not stop.is_set():
-            self._set(Health("reconnecting", attempt, 0.0, f"connecting to {self.tunnel.target}"))
+            if needs_login:
+                self._set(Health("needs-login", attempt, 0.0, needs_login))
+            else:
+                connecting = f"connecting to {self.tunnel.target}"
+                self._set(Health("reconnecting", attempt, 0.0, connecting))
             deadline = time.monotonic() + ATTEMPT_INTERVALS * self.interval
             outcome = self.tunnel.reconnect(deadline)
             if outcome.state == "ok":
@@ -160,8 +168,10 @@ class Supervisor:
                 self._set(Health("host-key-changed", attempt, 0.0, outcome.detail))
                 return "host-key-changed"
             wait = delay * random.uniform(0.5, 1.0)
-            state = "needs-login" if outcome.state == "needs-login" else "reconnecting"
-            self._set(Health(state, attempt, time.time() + wait, outcome.detail))
+            if outcome.state == "needs-login":
+                needs_login = outcome.detail
+            state = "needs-login" if needs_login else "reconnecting"
+            self._set(Health(state, attempt, time.time() + wait, needs_login or outcome.detail))
             stop.wait(wait)
             delay = min(delay * 2, MAX_DELAY_S)
             attempt += 1
