@@ -212,6 +212,34 @@ def test_an_idle_container_ends_with_its_jupyter_and_status_says_idle(
     assert _listeners(up.remote_port) == []
 
 
+def test_the_command_given_to_stop_it_by_hand_removes_the_container_and_its_token(
+    box: Env, container_host: ContainerHost
+) -> None:
+    """What `down` and an interrupted `up` print when the host cannot be reached ("Stop it
+    with: ssh ..."), run once the host answers: for a container, the engine's `rm -f` of the
+    profile's container and the run directory, not a Jupyter PID that is not on the host."""
+    from colabtunnel.keeper import manual_stop
+
+    write_container_profile(box, IMAGE)
+    _up(box)
+    assert container_host.containers(PROFILE)
+    command = manual_stop.command(PROFILE)
+    assert command.startswith("ssh "), command
+    # OpenSSH finds ~ in the password database, not $HOME: point it at the test's files.
+    here = f"ssh -F {box.home / '.ssh' / 'config'} -o UserKnownHostsFile={box.known_hosts} "
+    ran = subprocess.run(
+        ["bash", "-c", here + "-o BatchMode=yes " + command.removeprefix("ssh ")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert container_host.containers(PROFILE) == []
+    assert not container_host.run_dir(PROFILE).exists()
+    box.run("down", PROFILE, check=True)  # the local side: the keeper and its record
+
+
 OWN_START = "localhost/ct-own-start:test"
 OWN_START_FILE = f"""FROM {IMAGE}
 CMD ["jupyter", "server", "--allow-root", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8080", \

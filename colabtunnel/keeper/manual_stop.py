@@ -28,6 +28,12 @@ def command(name: str) -> str:
 
             return local.stop_command(profile)
     run_dir = f"${{XDG_STATE_HOME:-$HOME/.local/state}}/colabtunnel/{name}"
+    if profile.container is not None:
+        # the container is named after the profile (remote/container_engine.sh); `rm -f`
+        # stops it too, and the run directory holds the token
+        engine = shlex.join(profile.container.engine)
+        stop = f'{engine} rm -f {shlex.quote("colabtunnel-" + name)} && rm -rf "{run_dir}"'
+        return ssh_command(profile, stop)
     stop = f'kill -TERM -- -$(cat "{run_dir}/jupyter.pid") && rm -rf "{run_dir}"'
     return stop if profile.is_local else ssh_command(profile, stop)
 
