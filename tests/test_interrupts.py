@@ -279,6 +279,27 @@ def test_ctrl_c_on_a_silent_link_says_within_seconds_what_may_still_run(
     assert jupyters_under(host.server.remote_home), "the test's premise: Jupyter was left"
 
 
+def test_a_keeper_killed_before_its_clean_up_ends_still_leaves_word_of_what_may_run(
+    env: Env, host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up` waits only so long for an interrupted keeper to undo its start-up, then kills it:
+    what may still run on the host is then said by `up` itself, not lost with the keeper.
+    (The wait is 60 s; 3 s here, under the keeper's 5 s stop ping on the silent link.)"""
+    monkeypatch.setenv("COLABTUNNEL_TEST_UNDO_WAIT_S", "3")
+    STEPS["probing"].prepare(env, host)
+    proc = env.popen("up", NAME)
+    seen = _until(proc, STEPS["probing"].marker)
+    host.link.hold()
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    output = seen + rest
+    assert proc.returncode == 130, output
+    assert "its keeper did not finish undoing the start-up within 3 s" in output, output
+    assert "may still run there. Stop it with: ssh -p" in output, output
+    assert "Traceback" not in output, output
+    host.link.release()
+
+
 def test_ctrl_c_on_a_serving_foreground_tunnel_with_the_host_gone_says_what_still_runs(
     env: Env, host: Host
 ) -> None:

@@ -25,7 +25,7 @@ from typing import IO, Any
 from colabtunnel import paths
 from colabtunnel.errors import EXIT_RUNTIME, ColabtunnelError
 from colabtunnel.keeper import control as keeper_control
-from colabtunnel.keeper import ended, startup, state
+from colabtunnel.keeper import ended, manual_stop, startup, state
 from colabtunnel.keeper import launch as keeper_launch
 from colabtunnel.keeper.tunnel import Reporter, Tunnel, UpOptions
 from colabtunnel.logs import setup_file_logging
@@ -43,6 +43,10 @@ RELEASE_WAIT_S = 30.0
 ORDER_TIMEOUT_S = 3.0  # a keeper answers an order at once; a silent one gets the signal
 STOP_WAIT_S = 60.0
 NOTES_READ_S = 1.0  # Windows: how long `up` reads what an exited keeper left in its pipe
+# How long `up` waits for an interrupted keeper to undo its start-up (a silent link costs it
+# STOP_PING_S and then CLEANUP_LOGIN_S) before it kills it and says what may still run.
+# (The tests shorten it to reach that case without a minute's wait.)
+UNDO_WAIT_S = float(os.environ.get("COLABTUNNEL_TEST_UNDO_WAIT_S") or 60.0)
 if sys.platform == "win32":  # Ctrl-Break too: the console's other interrupt
     INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGBREAK)
 else:
@@ -134,8 +138,11 @@ def spawn(
         with startup.patient(INTERRUPTS):
             with contextlib.suppress(OSError):
                 child.stdin.close()
-            _terminate(child)
-            _last_notes(child, reporter)
+            killed = _terminate(child)
+            if not _last_notes(child, reporter) and killed:
+                # its own word on what may still run never came: say it here
+                why = f"its keeper did not finish undoing the start-up within {UNDO_WAIT_S:g} s"
+                reporter.note(manual_stop.advice(profile, why))
         raise
     finally:
         with contextlib.suppress(OSError):
@@ -189,29 +196,35 @@ def _read_waiting(stream: IO[bytes]) -> bytes | None:
     return None
 
 
-def _last_notes(child: subprocess.Popen[bytes], reporter: Reporter) -> None:
+def _last_notes(child: subprocess.Popen[bytes], reporter: Reporter) -> bool:
     """What the keeper said while it undid the start-up (a Jupyter it could not stop, and how
     to), shown before `up` exits. The keeper has exited: what it wrote waits in the pipe, and
     whatever else still holds the pipe's far end cannot make this wait."""
     assert child.stdout is not None
     pending = _read_waiting(child.stdout)
+    shown = False
     for line in (pending or b"").splitlines():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             event = json.loads(line)
             if event["type"] == "note":
                 reporter.note(event["message"])
+                shown = True
+    return shown
 
 
-def _terminate(child: subprocess.Popen[bytes]) -> None:
-    """Ask the keeper to undo what it started; it stops the remote Jupyter before exiting."""
+def _terminate(child: subprocess.Popen[bytes]) -> bool:
+    """Ask the keeper to undo what it started; it stops the remote Jupyter before exiting.
+    True when it had to be killed, its clean-up perhaps unfinished."""
     if child.poll() is not None:
-        return
+        return False
     child.terminate()
     try:
-        child.wait(60)
+        child.wait(UNDO_WAIT_S)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+        return True
+    return False
 
 
 # -- the keeper side ---------------------------------------------------------------------------
