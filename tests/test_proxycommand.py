@@ -74,6 +74,18 @@ def test_hundred_connections_leave_no_process_fd_or_thread(env: Env, way: str) -
     print(f"100 connections ({way}) in {took:.1f} s; fds/children/threads {before}")
 
 
+def _logged_through(env: Env, caplog: pytest.LogCaptureFixture, name: str, proxy: str) -> str:
+    """Log in through `proxy`, run a command, close: what the log holds once close returned."""
+    target = _relay_profile(env, f"{name}-gpu", proxy)
+    with caplog.at_level(logging.INFO, logger="colabtunnel"):
+        conn = connection.connect(target, name, creds=Credentials(name))
+        try:
+            assert conn.run("echo ok").stdout == "ok\n"
+        finally:
+            conn.close()
+        return caplog.text
+
+
 def test_a_chatty_proxy_does_not_block_and_its_stderr_is_logged(
     env: Env, caplog: pytest.LogCaptureFixture, way: str
 ) -> None:
@@ -84,14 +96,7 @@ def test_a_chatty_proxy_does_not_block_and_its_stderr_is_logged(
         '................................................................................" >&2;'
         " done; exec 3<>/dev/tcp/%h/%p; cat <&3 & exec cat >&3'"
     )
-    target = _relay_profile(env, "chatty-gpu", chatty)
-    with caplog.at_level(logging.INFO, logger="colabtunnel"):
-        conn = connection.connect(target, "chatty", creds=Credentials("chatty"))
-        try:
-            assert conn.run("echo ok").stdout == "ok\n"
-        finally:
-            conn.close()
-    assert "proxy: proxy chatter line 20000:" in caplog.text
+    assert "proxy: proxy chatter line 20000:" in _logged_through(env, caplog, "chatty", chatty)
 
 
 def test_what_a_proxy_says_as_it_ends_is_logged_before_close_returns(
@@ -104,12 +109,7 @@ def test_what_a_proxy_says_as_it_ends_is_logged_before_close_returns(
         '"proxy parting line $i: ........................................................" >&2;'
         " done'"
     )
-    target = _relay_profile(env, "parting-gpu", parting)
-    with caplog.at_level(logging.INFO, logger="colabtunnel"):
-        conn = connection.connect(target, "parting", creds=Credentials("parting"))
-        assert conn.run("echo ok").stdout == "ok\n"
-        conn.close()
-        assert "proxy: proxy parting line 600:" in caplog.text
+    assert "proxy: proxy parting line 600:" in _logged_through(env, caplog, "parting", parting)
 
 
 def test_proxy_runs_through_the_users_shell(
