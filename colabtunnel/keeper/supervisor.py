@@ -152,11 +152,9 @@ class Supervisor:
         # reconnecting, and would hand out the URL of a tunnel that cannot come back by itself.
         needs_login = ""
         while not stop.is_set():
-            if needs_login:
-                self._set(Health("needs-login", attempt, 0.0, needs_login))
-            else:
-                connecting = f"connecting to {self.tunnel.target}"
-                self._set(Health("reconnecting", attempt, 0.0, connecting))
+            state = "needs-login" if needs_login else "reconnecting"
+            detail = needs_login or f"connecting to {self.tunnel.target}"
+            self._set(Health(state, attempt, 0.0, detail))
             deadline = time.monotonic() + ATTEMPT_INTERVALS * self.interval
             outcome = self.tunnel.reconnect(deadline)
             if outcome.state == "ok":

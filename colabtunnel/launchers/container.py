@@ -503,10 +503,9 @@ def logs(
 
 
 def node_host(host: Host, server: Server) -> Host:
-    """Where Jupyter runs: inside the container."""
+    """Where Jupyter runs: inside the container (the GPUs' use for `status` is the container's)."""
     engine = " ".join(remote.quote(word) for word in server.handle.get("engine") or ("docker",))
     container = str(server.handle.get("container") or "")
-    # the GPUs' use for `status` is the container's
     enter = f"{engine} exec -i {remote.quote(container)} sh -s"
     return InnerHost(host, f"container {container[:12]}", enter)
 
