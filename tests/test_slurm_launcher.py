@@ -524,7 +524,8 @@ def test_an_idle_job_ends_completed_and_its_session_is_removed(
     `scontrol show job` keeps the ended job for MinJobAge (300 s) and says how it ended."""
     env, cluster = cluster_env
     _cluster_profile(env, cluster, "idle", idle_timeout="20s")
-    job = _up(env, "idle")["handle"]["job"]
+    tunnel = _up(env, "idle")
+    job = tunnel["handle"]["job"]
     began = time.monotonic()
 
     def ended() -> bool:
@@ -536,6 +537,8 @@ def test_an_idle_job_ends_completed_and_its_session_is_removed(
     wait_for(lambda: _squeue(cluster, job) == "", timeout=30)
     shown = cluster.admin("scontrol", "show", "job", job).stdout
     assert "JobState=COMPLETED" in shown and "ExitCode=0:0" in shown, shown
+    # the keeper writes the ended note, then exits: it must exit, not be caught on its way out
+    wait_for(lambda: not psutil.pid_exists(tunnel["keeper_pid"]), timeout=30)
     _nothing_left(env, cluster, "idle")
 
 
